@@ -1,0 +1,1 @@
+"""Placeholder: the coco builder is being written."""

@@ -1,0 +1,1 @@
+"""Placeholder: the lsp builder is being written."""

@@ -1,0 +1,1 @@
+"""Placeholder: the mpii builder is being written."""

@@ -1,0 +1,1 @@
+"""Placeholder: the synthetic builder is being written."""
