@@ -84,8 +84,25 @@ NUM_LIMBS = len(COCO_LIMBS)
 # Per-keypoint OKS constants sigma_i from the COCO keypoint evaluation (cocoeval.py uses these).
 COCO_SIGMAS: np.ndarray = (
     np.array(
-        [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62,
-         1.07, 1.07, 0.87, 0.87, 0.89, 0.89],
+        [
+            0.26,
+            0.25,
+            0.25,
+            0.35,
+            0.35,
+            0.79,
+            0.79,
+            0.72,
+            0.72,
+            0.62,
+            0.62,
+            1.07,
+            1.07,
+            0.87,
+            0.87,
+            0.89,
+            0.89,
+        ],
         dtype=np.float64,
     )
     / 10.0
@@ -154,4 +171,6 @@ def _limb_colour(a: int, b: int) -> tuple[int, int, int]:
     return _CENTRE
 
 
-COCO_LIMB_COLOURS: tuple[tuple[int, int, int], ...] = tuple(_limb_colour(a, b) for a, b in COCO_LIMBS)
+COCO_LIMB_COLOURS: tuple[tuple[int, int, int], ...] = tuple(
+    _limb_colour(a, b) for a, b in COCO_LIMBS
+)

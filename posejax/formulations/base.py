@@ -71,7 +71,12 @@ class Formulation(abc.ABC):
 
     @abc.abstractmethod
     def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
-        """Head module: backbone features ``(B, H, W, C)`` -> outputs pytree."""
+        """Head module: backbone features ``(B, H, W, C)`` -> outputs pytree of float32 arrays.
+
+        Heads compute in the dtype of the features they receive (``bfloat16`` under mixed
+        precision, see ``common.promote_to_input_dtype``), keep float32 parameters, and cast
+        their outputs to float32 so that losses are computed in full precision.
+        """
 
     @abc.abstractmethod
     def encode(self, batch: Batch) -> Targets:

@@ -1,0 +1,43 @@
+# posejax: the two commands are `make compare` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FORMULATIONS ?= heatmap
+QUICK := results/quick
+
+.PHONY: setup lint format test compare data clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+data: setup
+	$(PY) -m posejax.data.build synthetic_people --config multi --data-dir data
+
+# E1 quick: every formulation on the same backbone, data and budget, then the mean-pose
+# baseline, then one table. Re-running resumes/reuses finished runs.
+compare: data
+	$(PY) -m posejax.train -m experiment=e1_quick formulation=$(FORMULATIONS) \
+	  hydra.sweep.dir=$(QUICK)/runs 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
+	$(PY) -m posejax.evaluation.baseline experiment=e1_quick run_dir=$(QUICK)/runs/mean_pose
+	$(PY) -m posejax.experiments.summarize $(QUICK)/runs --out $(QUICK) \
+	  --title "E1 quick: formulation comparison (synthetic multi, validation)" \
+	  --command "make compare"
+
+clean:
+	rm -rf runs multirun outputs results/quick

@@ -1,0 +1,250 @@
+"""One evaluation loop for every formulation.
+
+The evaluator reads eval batches from the shared pipeline, runs ``predict(images) -> outputs``,
+asks the formulation to ``decode`` them, maps the poses back to original-image pixels with the
+inverse of each example's affine transform, and scores them against the split's ground truth:
+
+* COCO OKS AP/AR with pycocotools (top-down: one detection per ground-truth box, scored by the
+  decoder's person score; bottom-up: every decoded person);
+* PCK@0.2 normalised by the ground-truth box's larger side, and by the torso (left shoulder to
+  right hip) where both joints are labelled. Top-down predictions belong to the person they
+  were cropped for; bottom-up predictions are matched to ground-truth people greedily by OKS
+  (an unmatched person scores 0 on every joint);
+* mIoU for formulations that label pixels;
+* milliseconds per *image* (network + decoding, whole images: a top-down image costs one crop
+  per person), excluding the first batch, which pays for compilation.
+
+It never asks which formulation it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from posejax import skeleton
+from posejax.data.coco_export import split_to_coco
+from posejax.data.pipeline import PipelineConfig, make_eval_batches
+from posejax.evaluation.coco_metrics import coco_keypoint_ap, predictions_to_coco_results
+from posejax.evaluation.keypoint_metrics import (
+    bbox_size,
+    confusion_matrix,
+    mean_iou,
+    pck,
+    torso_size,
+)
+from posejax.formulations.base import TOP_DOWN, Formulation
+from posejax.geometry import apply_affine, invert_affine
+
+
+class ImagePrefix(Sequence):
+    """The first ``n`` examples of a random-access source (a view, nothing is copied)."""
+
+    def __init__(self, source: Sequence, n: int | None):
+        self.source = source
+        self.n = len(source) if n is None else min(int(n), len(source))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.source[i % self.n]
+
+
+@dataclasses.dataclass
+class EvalOutput:
+    """Metrics plus what is needed to draw and to rescore."""
+
+    metrics: dict[str, float]
+    results: list[dict]  # COCO results format, original-image pixels
+    gt: dict  # COCO ground truth of the evaluated images
+    samples: list[dict]  # first few batches' inputs + decoded poses (input pixels) + maps
+
+
+def evaluate(
+    predict: Callable[[np.ndarray], Any],
+    formulation: Formulation,
+    source: Sequence,
+    pipeline: PipelineConfig,
+    *,
+    num_images: int | None = None,
+    encode: Callable | None = None,
+    keep_samples: int = 0,
+    gt: dict | None = None,
+) -> EvalOutput:
+    """Evaluate ``predict`` on the first ``num_images`` images of ``source``.
+
+    Args:
+      predict: ``images (B, h, w, 3) uint8 -> outputs`` (device or host arrays).
+      formulation: decodes the outputs; also supplies dense predictions/targets for mIoU.
+      source: random-access split in the stored example layout.
+      pipeline: eval pipeline settings (mode, input size, batch size; augmentation is off).
+      num_images: evaluate on this image prefix of the split (all images when None).
+      encode: jitted ``formulation.encode``, needed only when the formulation labels pixels.
+      keep_samples: number of examples whose inputs, poses and display maps are kept.
+      gt: precomputed COCO ground truth for the same image prefix (saves one pass).
+    """
+    subset = ImagePrefix(source, num_images)
+    if gt is None:
+        gt = split_to_coco(subset)
+    image_ids: list[int] = []
+    poses_orig: list[np.ndarray] = []
+    scores_all: list[np.ndarray] = []
+    crop_of: dict[tuple[int, int], int] = {}
+    confusion = None
+    samples: list[dict] = []
+    timed_seconds = 0.0
+    timed_images: set[int] = set()
+    first = True
+    for batch in make_eval_batches(subset, pipeline):
+        t0 = time.perf_counter()
+        outputs = jax.block_until_ready(predict(batch["image"]))
+        host_outputs = jax.device_get(outputs)
+        predictions = formulation.decode(host_outputs)
+        elapsed = time.perf_counter() - t0
+        real = np.flatnonzero(batch["weight"] > 0)
+        if not first:
+            timed_seconds += elapsed
+            timed_images.update(int(batch["image_id"][i]) for i in real)
+        first = False
+        dense = formulation.dense_predictions(host_outputs)
+        if dense is not None:
+            if encode is None:
+                raise ValueError("evaluate: this formulation labels pixels; pass encode=")
+            target = np.asarray(formulation.dense_targets(jax.device_get(encode(batch))))
+            target = np.where(batch["weight"][:, None, None] > 0, target, -1)
+            part = confusion_matrix(dense, target, skeleton.NUM_BODY_PARTS)
+            confusion = part if confusion is None else confusion + part
+        display = formulation.display_maps(host_outputs) if len(samples) < keep_samples else {}
+        for i in real:
+            pred = predictions[i]
+            inverse = invert_affine(batch["transform"][i])
+            poses = np.array(pred.poses, dtype=np.float64, copy=True)
+            poses[..., :2] = apply_affine(poses[..., :2], inverse)
+            if len(poses):
+                poses[poses[..., 2] <= 0, :2] = 0.0
+            image_id = int(batch["image_id"][i])
+            if pipeline.mode == TOP_DOWN:
+                crop_of[(image_id, int(batch["person_index"][i]))] = len(image_ids)
+            image_ids.append(image_id)
+            poses_orig.append(poses)
+            scores_all.append(np.asarray(pred.scores, dtype=np.float64))
+            if len(samples) < keep_samples:
+                samples.append(
+                    {
+                        "image": batch["image"][i],
+                        "poses": np.asarray(pred.poses),
+                        "gt": batch["keypoints"][i][batch["valid"][i]],
+                        "maps": {k: v[i] for k, v in display.items()},
+                    }
+                )
+
+    results = predictions_to_coco_results(image_ids, poses_orig, scores_all)
+    evaluated_ids = sorted({img["id"] for img in gt["images"]})
+    stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
+    metrics = {f"OKS_{k}": v for k, v in stats.items()}
+    metrics.update(
+        _pck_metrics(
+            _people_table(subset),
+            image_ids,
+            poses_orig,
+            scores_all,
+            crop_of,
+            pipeline.mode == TOP_DOWN,
+        )
+    )
+    if confusion is not None:
+        metrics["mIoU"], _ = mean_iou(confusion)
+    metrics["ms_per_image"] = (
+        1000.0 * timed_seconds / len(timed_images) if timed_images else float("nan")
+    )
+    metrics["num_images"] = float(len(subset))
+    return EvalOutput(metrics=metrics, results=results, gt=gt, samples=samples)
+
+
+@dataclasses.dataclass
+class _PeopleTable:
+    """Scorable ground-truth people (not ignored, >= 1 labelled keypoint) of a source."""
+
+    keys: list[tuple[int, int]]  # (image_id, person index in the example)
+    keypoints: np.ndarray  # (N, K, 3)
+    boxes: np.ndarray  # (N, 4)
+    areas: np.ndarray  # (N,)
+
+
+def _people_table(source: Sequence) -> _PeopleTable:
+    keys, kps, boxes, areas = [], [], [], []
+    for i in range(len(source)):
+        ex = source[i]
+        ignore = np.asarray(ex["ignore"], bool)
+        for p, person in enumerate(np.asarray(ex["keypoints"], np.float64)):
+            if ignore[p] or not (person[:, 2] > 0).any():
+                continue
+            keys.append((int(ex["image_id"]), p))
+            kps.append(person)
+            boxes.append(np.asarray(ex["boxes"][p], np.float64))
+            areas.append(float(ex["area"][p]))
+    k = skeleton.NUM_KEYPOINTS
+    return _PeopleTable(
+        keys,
+        np.asarray(kps).reshape(-1, k, 3),
+        np.asarray(boxes).reshape(-1, 4),
+        np.asarray(areas).reshape(-1),
+    )
+
+
+def _oks(pred: np.ndarray, gt_kps: np.ndarray, area: float) -> float:
+    labelled = gt_kps[:, 2] > 0
+    if not labelled.any():
+        return 0.0
+    var = (2 * skeleton.COCO_SIGMAS) ** 2
+    d2 = ((pred[:, :2] - gt_kps[:, :2]) ** 2).sum(-1)
+    e = d2 / var / (max(area, 1.0) + np.spacing(1)) / 2
+    return float(np.exp(-e)[labelled].mean())
+
+
+def _pck_metrics(people: _PeopleTable, image_ids, poses, scores, crop_of, top_down):
+    if not people.keys:
+        return {"PCK@0.2": float("nan"), "PCK@0.2_torso": float("nan")}
+    n, k = len(people.keys), skeleton.NUM_KEYPOINTS
+    pred_xy = np.full((n, k, 2), np.inf)  # never-predicted joints count as wrong
+    if top_down:
+        for row, key in enumerate(people.keys):
+            j = crop_of.get(key)
+            if j is not None and len(poses[j]):
+                pred_xy[row] = poses[j][0, :, :2]
+    else:
+        by_image: dict[int, list[int]] = {}
+        for row, (image_id, _) in enumerate(people.keys):
+            by_image.setdefault(image_id, []).append(row)
+        for j, image_id in enumerate(image_ids):
+            rows = by_image.get(image_id, [])
+            taken: set[int] = set()
+            for p in np.argsort(-scores[j]):  # greedy OKS matching, best-scored people first
+                best, best_oks = None, 0.0
+                for row in rows:
+                    if row not in taken:
+                        value = _oks(poses[j][p], people.keypoints[row], people.areas[row])
+                        if value > best_oks:
+                            best, best_oks = row, value
+                if best is not None:
+                    taken.add(best)
+                    pred_xy[best] = poses[j][p][:, :2]
+    box_norm = bbox_size(people.boxes)
+    mean_box, per_joint = pck(pred_xy, people.keypoints, box_norm, alpha=0.2)
+    mean_torso, _ = pck(pred_xy, people.keypoints, torso_size(people.keypoints), alpha=0.2)
+    out = {"PCK@0.2": mean_box, "PCK@0.2_torso": mean_torso}
+    out.update(
+        {
+            f"PCK@0.2/{name}": float(v)
+            for name, v in zip(skeleton.COCO_KEYPOINTS, per_joint, strict=True)
+        }
+    )
+    return out

@@ -1,0 +1,121 @@
+"""Gaussian heatmap regression (Tompson et al., NeurIPS 2014).
+
+One map per joint holds a fixed-variance Gaussian centred on the joint; the head regresses the
+maps with a pixelwise squared error; the decoder takes each map's maximum and refines it to
+sub-pixel precision.
+
+* **encoder**: ``G_k(p) = exp(-|p - x_k|^2 / (2 sigma^2))`` on the output grid (map pixels), the
+  maximum over people where several are labelled (top-down crops have one target, ``M = 1``).
+  Joints with ``v = 0`` get no target and zero weight.
+* **head**: 3x3 conv + ReLU, 1x1 conv to ``K`` maps, on the shared backbone features.
+* **loss**: squared error summed over pixels, averaged over labelled joints, masked by the
+  batch's ``loss_mask`` (ignore regions).
+* **decoder**: argmax, then a log-parabola fit per axis (exact for Gaussian maps), mapped back to
+  input pixels through :func:`posejax.geometry.map_to_image`. Confidence = the fitted peak
+  height, clipped to ``[0, 1]`` (1 for a clean target, whatever its sub-pixel offset); person
+  score = mean keypoint confidence.
+
+Outputs: ``{"heatmaps": (B, H, W, K)}`` float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from posejax.formulations.base import TOP_DOWN, Batch, Formulation, PosePrediction
+from posejax.formulations.common import ConvHead, downsample_mask, refine_peaks_log_parabola
+from posejax.geometry import image_to_map, map_to_image
+
+
+def gaussian_maps(
+    keypoints: jax.Array, weight: jax.Array, map_size: tuple[int, int], stride: int, sigma: float
+) -> jax.Array:
+    """Per-joint Gaussian maps, maximum over people.
+
+    Args:
+      keypoints: ``(B, M, K, 3)`` in input pixels.
+      weight: ``(B, M, K)`` bool, which (person, joint) pairs get a Gaussian.
+      map_size: ``(H, W)``.
+      stride: output stride.
+      sigma: standard deviation in map pixels.
+
+    Returns:
+      ``(B, H, W, K)`` float32 in ``[0, 1]``.
+    """
+    h, w = map_size
+    xy = image_to_map(keypoints[..., :2], stride)
+    gx = jnp.exp(-((jnp.arange(w) - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (B, M, K, W)
+    gy = jnp.exp(-((jnp.arange(h) - xy[..., 1:2]) ** 2) / (2 * sigma**2))  # (B, M, K, H)
+    maps = gy[..., :, None] * gx[..., None, :]  # (B, M, K, H, W)
+    maps = jnp.where(weight[..., None, None], maps, 0.0).max(axis=1)
+    return jnp.transpose(maps, (0, 2, 3, 1)).astype(jnp.float32)
+
+
+def decode_heatmaps(heatmaps: np.ndarray, stride: int) -> np.ndarray:
+    """``(B, H, W, K)`` maps -> ``(B, K, 3)`` ``(x, y, confidence)`` in input pixels."""
+    b, h, w, k = heatmaps.shape
+    flat = np.transpose(heatmaps, (0, 3, 1, 2)).reshape(b * k, h * w)
+    idx = flat.argmax(axis=1)
+    iy, ix = np.divmod(idx, w)
+    dy, dx, peak = refine_peaks_log_parabola(flat.reshape(b * k, h, w), iy, ix)
+    xy = map_to_image(np.stack([ix + dx, iy + dy], axis=-1), stride)
+    conf = np.clip(peak, 0.0, 1.0)
+    return np.concatenate([xy, conf[:, None]], axis=-1).reshape(b, k, 3).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GaussianHeatmap(Formulation):
+    """Heatmap formulation; ``sigma`` is in output-map pixels."""
+
+    sigma: float = 1.5
+    head_channels: int = 64
+    head_depth: int = 1
+
+    input_mode: ClassVar[str] = TOP_DOWN
+
+    def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return _HeatmapHead(
+            ConvHead(
+                in_channels,
+                self.head_channels,
+                self.num_keypoints,
+                depth=self.head_depth,
+                rngs=rngs,
+            )
+        )
+
+    def encode(self, batch: Batch) -> dict[str, jax.Array]:
+        kps = batch["keypoints"]
+        weight = (kps[..., 2] > 0) & batch["valid"][..., None]
+        return {
+            "heatmaps": gaussian_maps(kps, weight, self.map_size, self.stride, self.sigma),
+            "joint_weight": weight.any(axis=1).astype(jnp.float32),  # (B, K)
+            "pixel_weight": downsample_mask(batch["loss_mask"], self.stride),  # (B, H, W)
+        }
+
+    def loss(self, outputs, targets) -> tuple[jax.Array, dict[str, jax.Array]]:
+        weight = targets["joint_weight"][:, None, None, :] * targets["pixel_weight"][..., None]
+        se = weight * (outputs["heatmaps"] - targets["heatmaps"]) ** 2
+        loss = se.sum() / jnp.maximum(targets["joint_weight"].sum(), 1.0)
+        return loss, {"heatmap_mse": loss}
+
+    def decode(self, outputs) -> list[PosePrediction]:
+        poses = decode_heatmaps(np.asarray(outputs["heatmaps"]), self.stride)
+        return [PosePrediction(p[None], p[None, :, 2].mean(axis=1)) for p in poses]
+
+    def display_maps(self, outputs) -> dict[str, np.ndarray]:
+        return {"heatmap_max": np.asarray(outputs["heatmaps"]).max(axis=-1)}
+
+
+class _HeatmapHead(nnx.Module):
+    def __init__(self, conv: ConvHead):
+        self.conv = conv
+
+    def __call__(self, features: jax.Array) -> dict[str, jax.Array]:
+        return {"heatmaps": self.conv(features)}

@@ -1,0 +1,103 @@
+"""Pictures of predictions: skeletons on images, maps as colour overlays, grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from posejax import skeleton
+
+
+def draw_poses(
+    image: np.ndarray,
+    poses: np.ndarray,
+    *,
+    min_score: float = 0.05,
+    limbs: Sequence[tuple[int, int]] = skeleton.COCO_LIMBS,
+    colours: Sequence[tuple[int, int, int]] = skeleton.COCO_LIMB_COLOURS,
+    thickness: int = 1,
+    point_colour: tuple[int, int, int] | None = None,
+) -> np.ndarray:
+    """Draw ``(P, K, 3)`` poses (x, y, score) on a copy of an RGB ``uint8`` image."""
+    out = np.ascontiguousarray(image.copy())
+    poses = np.asarray(poses, dtype=np.float64).reshape(-1, len(skeleton.COCO_KEYPOINTS), 3)
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px
+    scale = 1 << shift
+    for pose in poses:
+        ok = (pose[:, 2] > min_score) & np.isfinite(pose[:, :2]).all(axis=1)
+        for (a, b), colour in zip(limbs, colours, strict=True):
+            if ok[a] and ok[b]:
+                pa = tuple(int(round(v * scale)) for v in pose[a, :2])
+                pb = tuple(int(round(v * scale)) for v in pose[b, :2])
+                cv2.line(out, pa, pb, colour, thickness, cv2.LINE_AA, shift)
+        for k in np.flatnonzero(ok):
+            centre = tuple(int(round(v * scale)) for v in pose[k, :2])
+            colour = point_colour or (255, 255, 255)
+            cv2.circle(out, centre, max(1, thickness) * scale, colour, -1, cv2.LINE_AA, shift)
+    return out
+
+
+def colourise(
+    value_map: np.ndarray,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colormap: int = cv2.COLORMAP_INFERNO,
+) -> np.ndarray:
+    """``(H, W)`` float map -> ``(H, W, 3)`` RGB uint8."""
+    value_map = np.asarray(value_map, dtype=np.float32)
+    lo = float(np.nanmin(value_map)) if vmin is None else vmin
+    hi = float(np.nanmax(value_map)) if vmax is None else vmax
+    norm = np.clip((value_map - lo) / max(hi - lo, 1e-6), 0, 1)
+    bgr = cv2.applyColorMap((norm * 255).astype(np.uint8), colormap)
+    return bgr[..., ::-1].copy()
+
+
+def overlay(image: np.ndarray, value_map: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colourised map (any size; resized to the image) over an RGB image."""
+    h, w = image.shape[:2]
+    if value_map.ndim == 2:
+        value_map = colourise(value_map)
+    resized = cv2.resize(value_map.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    return (image.astype(np.float32) * (1 - alpha) + resized * alpha).astype(np.uint8)
+
+
+def label_colours(num_classes: int, seed: int = 3) -> np.ndarray:
+    """Distinct RGB colours per class label, black for background (class 0)."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(64, 256, (num_classes, 3)).astype(np.uint8)
+    colours[0] = 0
+    return colours
+
+
+def grid(
+    images: Sequence[np.ndarray],
+    *,
+    columns: int = 4,
+    pad: int = 2,
+    cell_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Tile RGB images (resized to one cell size) into one picture."""
+    if not images:
+        raise ValueError("grid: no images to tile")
+    ch, cw = cell_size or images[0].shape[:2]
+    cells = [cv2.resize(im, (cw, ch), interpolation=cv2.INTER_NEAREST) for im in images]
+    rows = -(-len(cells) // columns)
+    out = np.full((rows * (ch + pad) + pad, columns * (cw + pad) + pad, 3), 255, np.uint8)
+    for i, cell in enumerate(cells):
+        r, c = divmod(i, columns)
+        y, x = pad + r * (ch + pad), pad + c * (cw + pad)
+        out[y : y + ch, x : x + cw] = cell
+    return out
+
+
+def save_png(path, image: np.ndarray) -> None:
+    """Write an RGB image as PNG (creating parent folders)."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image[..., ::-1])):
+        raise OSError(f"could not write PNG to {path}")

@@ -1,0 +1,353 @@
+"""The training loop: data -> jitted step over a device mesh -> metrics, checkpoints, pictures.
+
+``train(cfg, run_dir)`` is importable (notebooks, tests, sweeps); ``python -m posejax.train``
+only parses the config and calls it. The loop resumes automatically from the newest checkpoint
+in ``run_dir`` (parameters, optimizer, step, and the data iterator's position), so re-running a
+killed command continues where it stopped and ends with the same metrics.
+
+Data parallelism: one mesh axis ``data`` over every device of every host. Batches are sharded
+along it, parameters and optimizer state are replicated, and the compiler inserts the gradient
+all-reduce. Each host reads its own shard of the data (``jax.process_index()``), so the same code
+runs on 1 device, N local devices, or a pod.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+import posejax.data  # noqa: F401  (registers the dataset builders)
+from posejax.data.build import ensure_built
+from posejax.data.pipeline import make_train_iterator
+from posejax.evaluation.evaluator import evaluate
+from posejax.inference.draw import colourise, draw_poses, grid, save_png
+from posejax.train.checkpoint import Checkpointer
+from posejax.train.metrics_writer import MetricWriter
+from posejax.train.optim import build_optimizer
+from posejax.train.setup import Setup, build_setup
+from posejax.train.state import ModelDef, count_params, init_state
+from posejax.train.step import loss_term_names, make_predict, make_train_step, monitored_names
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a gradient became NaN/inf; the message names the step and the terms."""
+
+
+def open_split(data, split: str):
+    """Build the dataset if needed and open one split as a random-access source."""
+    config = derived_builder_config(data.builder, data.config, data.config_overrides)
+    builder = ensure_built(
+        data.builder, data_dir=data.data_dir, config=config, **data.builder_kwargs
+    )
+    return builder.as_data_source(split=split)
+
+
+def derived_builder_config(builder: str, base: str | None, overrides: dict | None):
+    """``base`` config of ``builder`` with dataclass fields replaced (nested dicts recurse).
+
+    ``overrides`` must include a new ``name``: TFDS keys prepared files by config name, so a
+    changed config under an old name would silently reuse old files.
+    """
+    if not overrides:
+        return base
+    overrides = dict(overrides)
+    if "name" not in overrides or overrides["name"] == base:
+        raise ValueError(
+            f"data.config_overrides for {builder}/{base} needs a new 'name' (TFDS stores prepared "
+            "files by config name; reusing the base name would read stale files)"
+        )
+    cls = tfds.builder_cls(builder)
+    configs = {c.name: c for c in cls.BUILDER_CONFIGS}
+    if base not in configs:
+        raise ValueError(f"data.config={base!r}: {builder} has configs {sorted(configs)}")
+    return _replace_nested(configs[base], overrides, f"data.config_overrides ({builder})")
+
+
+def _replace_nested(obj, overrides: dict, where: str):
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ValueError(f"{where}: unknown field {key!r}; valid fields are {sorted(fields)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = _replace_nested(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def make_mesh() -> Mesh:
+    # Auto axes: shardings of intermediates are left to the compiler (only inputs are pinned).
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def shard_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Host-local batch -> global array sharded over the ``data`` axis (works multi-host)."""
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
+        for k, v in batch.items()
+    }
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
+    """Train and evaluate one configuration in ``run_dir``; returns the final metrics."""
+    run_dir = Path(run_dir).absolute()
+    setup = build_setup(cfg)
+    return run(setup, run_dir)
+
+
+def run(setup: Setup, run_dir: Path) -> dict[str, float]:
+    trainer, formulation = setup.trainer, setup.formulation
+    is_chief = jax.process_index() == 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_chief:
+        (run_dir / "config.json").write_text(json.dumps(setup.config, indent=2, default=str))
+
+    # --- data ---------------------------------------------------------------------------
+    train_source = open_split(setup.data, setup.data.train_split)
+    eval_source = open_split(setup.data, setup.data.eval_split)
+    processes = jax.process_count()
+    local_batch = trainer.batch_size // processes
+    pipeline = setup.data.pipeline.__class__(
+        **{**setup.data.pipeline.__dict__, "batch_size": local_batch}
+    )
+    iterator = make_train_iterator(
+        train_source, pipeline, shard_index=jax.process_index(), shard_count=processes
+    )
+
+    # --- model, optimizer, state ----------------------------------------------------------
+    model_def = ModelDef(setup.model)
+    optimizer, schedule = build_optimizer(setup.optim, trainer.steps)
+    mesh = make_mesh()
+    replicated = NamedSharding(mesh, P())
+    data_sharding = NamedSharding(mesh, P("data"))
+    first_batch = next(iterator)
+    batch_spec = {
+        k: jax.ShapeDtypeStruct((trainer.batch_size, *v.shape[1:]), v.dtype)
+        for k, v in first_batch.items()
+    }
+    term_names = loss_term_names(formulation, model_def, batch_spec)
+    checked_names = monitored_names(term_names)
+    state = init_state(model_def.initial_params, optimizer, len(checked_names))
+    state = jax.device_put(state, replicated)
+
+    checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=trainer.keep_checkpoints)
+    restored = checkpointer.restore_latest(state) if trainer.resume else None
+    if not trainer.resume and checkpointer.all_steps():
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints {checkpointer.all_steps()} and "
+            "trainer.resume=false; choose another run directory or delete it"
+        )
+    if restored is not None:
+        start_step, state, data_state = restored
+        state = jax.device_put(state, replicated)
+        iterator = make_train_iterator(
+            train_source, pipeline, shard_index=jax.process_index(), shard_count=processes
+        )
+        iterator.set_state(data_state)
+        first_batch = next(iterator)
+        log.info("resumed from step %d in %s", start_step, run_dir)
+    else:
+        start_step = 0
+    writer = MetricWriter(
+        run_dir,
+        resume_step=start_step if restored is not None else None,
+        tensorboard=trainer.tensorboard,
+        enabled=is_chief,
+    )
+    if is_chief:
+        log.info(
+            "%s: %d parameters, %d devices, batch %d, run dir %s",
+            type(formulation).__name__,
+            count_params(state.params),
+            jax.device_count(),
+            trainer.batch_size,
+            run_dir,
+        )
+
+    step_fn = jax.jit(
+        make_train_step(model_def, formulation, optimizer, term_names),
+        in_shardings=(replicated, data_sharding, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+    predict_fn = jax.jit(make_predict(model_def))
+    encode_fn = jax.jit(formulation.encode)
+    base_rng = jax.random.key(trainer.seed)
+
+    def predict(images):
+        return predict_fn(state.params, images)
+
+    # --- loop -----------------------------------------------------------------------------
+    final_metrics: dict[str, float] = {}
+    sums: dict[str, jax.Array] | None = None
+    interval_steps, interval_start = 0, time.perf_counter()
+    batch = first_batch
+    bar = tqdm(
+        total=trainer.steps,
+        initial=start_step,
+        desc=type(formulation).__name__,
+        disable=not (trainer.progress and is_chief),
+        dynamic_ncols=True,
+    )
+    try:
+        for step in range(start_step, trainer.steps):
+            rng = jax.random.fold_in(base_rng, step)
+            state, metrics = step_fn(state, shard_batch(batch, data_sharding), rng)
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+            interval_steps += 1
+            done = step + 1
+            # Fetch the next batch while the device works on this step.
+            data_state = iterator.get_state()
+            batch = next(iterator) if done < trainer.steps else None
+            bar.update(1)
+
+            if done % trainer.log_every == 0 or done == trainer.steps:
+                _check_finite(state, checked_names, trainer.on_nonfinite)
+                host = jax.device_get(sums)
+                elapsed = time.perf_counter() - interval_start
+                row = {k: float(v) / interval_steps for k, v in host.items()}
+                row["lr"] = float(schedule(done - 1))
+                row["images_per_sec"] = interval_steps * trainer.batch_size / max(elapsed, 1e-9)
+                row["skipped_steps"] = int(state.skipped_steps)
+                bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_sec']:.0f}")
+                if done % trainer.eval_every == 0 or done == trainer.steps:
+                    last = done == trainer.steps
+                    result = evaluate(
+                        predict,
+                        formulation,
+                        eval_source,
+                        setup.data.eval_pipeline,
+                        num_images=trainer.final_eval_images if last else trainer.eval_images,
+                        encode=encode_fn,
+                        keep_samples=trainer.num_visualize,
+                    )
+                    row.update({f"val/{k}": v for k, v in result.metrics.items()})
+                    if is_chief:
+                        _save_visuals(run_dir, done, result.samples, formulation, writer)
+                    if last:
+                        final_metrics = dict(result.metrics)
+                        if is_chief:
+                            (run_dir / "predictions.json").write_text(json.dumps(result.results))
+                writer.write(done, row)
+                sums, interval_steps, interval_start = None, 0, time.perf_counter()
+            if done % trainer.checkpoint_every == 0 or done == trainer.steps:
+                # data_state is the position of the batch *after* this step: exactly where a
+                # resumed run must continue.
+                checkpointer.save(done, state, data_state)
+    finally:
+        bar.close()
+        checkpointer.close()
+        writer.close()
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+    if not final_metrics:  # resumed a run that had already finished: re-evaluate it
+        final_metrics = evaluate(
+            predict,
+            formulation,
+            eval_source,
+            setup.data.eval_pipeline,
+            num_images=trainer.final_eval_images,
+            encode=encode_fn,
+        ).metrics
+    final_metrics["train_steps"] = float(trainer.steps)
+    if is_chief:
+        (run_dir / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
+    return final_metrics
+
+
+def _check_finite(state, names: list[str], policy: str) -> None:
+    first_bad = int(state.first_bad_step)
+    if first_bad < 0:
+        return
+    bad = [n for n, b in zip(names, np.asarray(state.bad_terms), strict=True) if b]
+    message = (
+        f"non-finite value at step {first_bad + 1} in {', '.join(bad)}; "
+        f"{int(state.skipped_steps)} update(s) skipped so far"
+    )
+    if policy == "stop":
+        raise NonFiniteError(
+            message + ". The update was not applied and the last checkpoint is intact "
+            "(set trainer.on_nonfinite=skip to drop such steps and continue)."
+        )
+    log.warning(message)
+
+
+def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, writer) -> None:
+    if not samples:
+        return
+    panels = []
+    for s in samples:
+        panel = (
+            draw_poses(s["image"], s["gt"], point_colour=(0, 255, 0))
+            if len(s["gt"])
+            else s["image"]
+        )
+        panels.append(draw_poses(panel, s["poses"], min_score=0.1))
+    picture = grid(panels)
+    save_png(run_dir / "visuals" / f"step_{step:06d}_poses.png", picture)
+    writer.write_image(step, "val/poses", picture)
+    for name in samples[0]["maps"]:
+        maps = [
+            colourise(s["maps"][name]) if s["maps"][name].ndim == 2 else s["maps"][name]
+            for s in samples
+        ]
+        cell = samples[0]["image"].shape[:2]
+        picture = grid(maps, cell_size=cell)
+        save_png(run_dir / "visuals" / f"step_{step:06d}_{name}.png", picture)
+        writer.write_image(step, f"val/{name}", picture)
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def restore_run(run_dir: str | Path, *, overrides: dict | None = None):
+    """Rebuild a finished (or interrupted) run from its directory.
+
+    Returns ``(setup, model_def, params, step)``: the setup from its saved ``config.json`` (with
+    optional ``overrides`` merged in, e.g. another eval split) and its newest parameters.
+    """
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir).absolute()
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: is {run_dir} a posejax run directory?")
+    cfg = OmegaConf.create(json.loads(config_path.read_text()))
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
+    setup = build_setup(cfg)
+    model_def = ModelDef(setup.model)
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    # No target: orbax returns the saved tree as nested dicts; only the parameters are needed.
+    restored = checkpointer.restore_latest(None)
+    checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint in {run_dir / 'checkpoints'}")
+    step, state, _ = restored
+    params = jax.tree.map(jnp.asarray, state["params"])
+    return setup, model_def, params, step

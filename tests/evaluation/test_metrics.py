@@ -1,0 +1,79 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posejax.evaluation import coco_keypoint_ap, confusion_matrix, mean_iou, pck, torso_size
+
+COCO_FIXTURE = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "real" / "mmpose" / "coco"
+)
+
+
+def _gt_as_results(gt: dict) -> list[dict]:
+    results = []
+    for ann in gt["annotations"]:
+        if ann.get("iscrowd", 0) or ann.get("num_keypoints", 0) == 0:
+            continue
+        results.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": 1,
+                "keypoints": ann["keypoints"],
+                "score": 1.0,
+            }
+        )
+    return results
+
+
+def test_coco_fixture_ground_truth_as_predictions_gives_ap_one():
+    gt_path = COCO_FIXTURE / "test_coco.json"
+    gt = json.loads(gt_path.read_text())
+    stats = coco_keypoint_ap(gt_path, _gt_as_results(gt))
+    assert stats["AP"] == pytest.approx(1.0)
+    assert stats["AR"] == pytest.approx(1.0)
+    assert set(stats) == {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}
+
+
+def test_coco_ap_drops_when_predictions_are_shifted():
+    gt = json.loads((COCO_FIXTURE / "test_coco.json").read_text())
+    results = _gt_as_results(gt)
+    for r in results:
+        kps = np.asarray(r["keypoints"], dtype=float).reshape(-1, 3)
+        kps[:, 0] += 25.0
+        r["keypoints"] = kps.reshape(-1).tolist()
+    assert coco_keypoint_ap(gt, results)["AP"] < 0.9
+    assert coco_keypoint_ap(gt, [])["AP"] == 0.0
+
+
+def test_pck_against_hand_count():
+    gt = np.zeros((2, 3, 3))
+    gt[..., 2] = 2
+    gt[1, 2, 2] = 0  # unlabelled: must not count
+    pred = np.zeros((2, 3, 2))
+    pred[0, 0] = [1.0, 0.0]  # error 1 <= 0.2 * 10
+    pred[0, 1] = [3.0, 0.0]  # error 3 > 2
+    pred[1, 2] = [50.0, 0.0]  # unlabelled
+    mean, per_joint = pck(pred, gt, np.array([10.0, 10.0]), alpha=0.2)
+    assert mean == pytest.approx(4 / 5)
+    np.testing.assert_allclose(per_joint, [1.0, 0.5, 1.0])
+
+
+def test_torso_size_is_nan_when_a_torso_joint_is_missing():
+    gt = np.zeros((2, 17, 3))
+    gt[:, 5] = [0.0, 0.0, 2]
+    gt[:, 12] = [3.0, 4.0, 2]
+    gt[1, 12, 2] = 0
+    size = torso_size(gt)
+    assert size[0] == pytest.approx(5.0) and np.isnan(size[1])
+
+
+def test_mean_iou_matches_hand_computation():
+    target = np.array([[0, 0, 1, 1], [2, 2, -1, -1]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 0, 0]])
+    conf = confusion_matrix(pred, target, 3)
+    miou, iou = mean_iou(conf)
+    # class 0: inter 1, union 3; class 1: inter 2, union 3; class 2: inter 1, union 2
+    np.testing.assert_allclose(iou, [1 / 3, 2 / 3, 1 / 2])
+    assert miou == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
