@@ -1,0 +1,302 @@
+"""Part Affinity Fields: bottom-up multi-person pose estimation (Cao et al., CVPR 2017).
+
+The network predicts, for the whole image, a confidence map per part and a 2D vector field per
+limb pointing along the limb; people are parsed from the two by matching part candidates
+limb by limb with the fields' line integrals (:mod:`posejax.parsing`).
+
+* **encoder** (map pixels, pixel-centre convention of :mod:`posejax.geometry`):
+  confidence map ``S_k(p) = max_m exp(-|p - x_{m,k}|^2 / (2 sigma^2))`` (Eq. 6-7; the paper
+  writes ``sigma^2`` for what is ``2 sigma^2`` here, the authors' code uses ``2 sigma^2`` too).
+  PAF of limb ``(A, B)``: the unit vector ``v = (x_B - x_A) / |x_B - x_A|`` on the pixels ``p``
+  with ``-e <= v . (p - x_A) <= |x_B - x_A| + e`` and ``|v_perp . (p - x_A)| <= limb_width``
+  (Eq. 8), averaged over the people whose limb covers ``p`` (Eq. 9). Only people with
+  ``valid`` and both endpoints labelled (``v > 0``) contribute. The paper has ``e = 0``; the
+  default here is ``e = limb_width`` (``extend_limb_ends``), close to what the authors' code
+  does (its band is the perpendicular-distance test inside the segment's bounding box grown by
+  the width): with ``e = 0`` a limb shorter than about one map pixel (the face of a small person
+  at stride 4) can cover no pixel centre at all and gets no field. The loss weight ``W(p)`` is
+  the batch's ``loss_mask`` min-pooled to the map (a cell touching an ignored region is
+  ignored), shared by all channels.
+* **head** (:class:`PafHead`): ``stages`` stages of two conv branches; stage 1 sees the backbone
+  features ``F``, stage ``t > 1`` sees ``concat(F, S^{t-1}, L^{t-1})`` (Fig. 3). Every stage's
+  predictions are returned for intermediate supervision and per-stage evaluation.
+* **loss**: per stage, masked squared error of the confidence maps and of the PAFs (Eq. 3-4),
+  each averaged over unmasked pixels x channels (the paper sums; the mean keeps the loss scale
+  independent of the map size and the number of limbs); the total sums all stages (Eq. 5).
+* **decoder**: :func:`posejax.parsing.paf.group_people` on the last stage (or any stage), map
+  coordinates to input pixels with :func:`posejax.geometry.map_to_image`.
+
+Defaults are for stride 4 (64x64 maps at a 256x256 input): ``sigma = 1`` map pixel (4 input
+pixels; the OpenPose reference uses 7 input pixels at stride 8) and ``limb_width = 1`` map pixel
+(a 3-pixel band, as in the reference at stride 8). The parsing thresholds are the reference's,
+except ``min_parts = 3`` (the reference keeps people with 4 parts or more).
+
+Equation numbers are those of the CVPR 2017 paper (arXiv:1611.08050v2).
+
+Outputs: ``{"heatmaps": (S, B, H, W, K), "pafs": (S, B, H, W, L, 2)}`` float32.
+Targets: ``{"heatmaps": (B, H, W, K), "pafs": (B, H, W, L, 2), "mask": (B, H, W)}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from posejax import skeleton
+from posejax.formulations.base import BOTTOM_UP, Batch, Formulation, PosePrediction
+from posejax.formulations.common import ConvHead, downsample_mask
+from posejax.geometry import image_to_map, map_to_image
+from posejax.parsing.matching import MATCHERS
+from posejax.parsing.paf import group_people
+
+
+def confidence_maps(
+    xy: jax.Array, present: jax.Array, map_size: tuple[int, int], sigma: float
+) -> jax.Array:
+    """Gaussian part confidence maps, maximum over people (Eq. 6-7).
+
+    Args:
+      xy: ``(M, K, 2)`` keypoints in map pixels.
+      present: ``(M, K)`` bool, which keypoints get a Gaussian.
+      map_size: ``(H, W)``.
+      sigma: standard deviation in map pixels.
+
+    Returns:
+      ``(H, W, K)`` float32 in ``[0, 1]``.
+    """
+    height, width = map_size
+    gx = jnp.exp(-((jnp.arange(width) - xy[..., 0:1]) ** 2) / (2.0 * sigma**2))  # (M, K, W)
+    gy = jnp.exp(-((jnp.arange(height) - xy[..., 1:2]) ** 2) / (2.0 * sigma**2))  # (M, K, H)
+    maps = jnp.where(present[..., None, None], gy[..., :, None] * gx[..., None, :], 0.0)
+    return jnp.transpose(maps.max(axis=0), (1, 2, 0)).astype(jnp.float32)
+
+
+def part_affinity_fields(
+    xy: jax.Array,
+    present: jax.Array,
+    limbs: tuple[tuple[int, int], ...],
+    map_size: tuple[int, int],
+    limb_width: float,
+    end_margin: float = 0.0,
+) -> jax.Array:
+    """Ground-truth PAFs: unit limb direction near each limb, averaged over people (Eq. 8-9).
+
+    Args:
+      xy: ``(M, K, 2)`` keypoints in map pixels.
+      present: ``(M, K)`` bool, labelled keypoints of real people.
+      limbs: ``L`` pairs ``(A, B)``; the field points from A to B.
+      map_size: ``(H, W)``.
+      limb_width: half-width of the band around the segment, in map pixels.
+      end_margin: how far the band extends past each endpoint along the limb, in map pixels
+        (0 is Eq. 8 exactly).
+
+    Returns:
+      ``(H, W, L, 2)`` float32 fields, ``(x, y)`` last.
+    """
+    height, width = map_size
+    index = np.asarray(limbs, dtype=np.int32)
+    start, end = xy[:, index[:, 0]], xy[:, index[:, 1]]  # (M, L, 2)
+    delta = end - start
+    length = jnp.sqrt(jnp.sum(delta**2, axis=-1))  # (M, L)
+    on_limb = present[:, index[:, 0]] & present[:, index[:, 1]] & (length > 1e-6)
+    direction = delta / jnp.maximum(length, 1e-6)[..., None]
+
+    # Pixel p relative to the start, split into along-limb and across-limb components.
+    rel_x = jnp.arange(width, dtype=jnp.float32)[None, None, None, :] - start[..., 0, None, None]
+    rel_y = jnp.arange(height, dtype=jnp.float32)[None, None, :, None] - start[..., 1, None, None]
+    ux, uy = direction[..., 0, None, None], direction[..., 1, None, None]
+    along = rel_x * ux + rel_y * uy  # (M, L, H, W)
+    across = jnp.abs(rel_x * uy - rel_y * ux)
+    inside = (
+        on_limb[..., None, None]
+        & (along >= -end_margin)
+        & (along <= length[..., None, None] + end_margin)
+        & (across <= limb_width)
+    ).astype(jnp.float32)
+    count = inside.sum(axis=0)  # (L, H, W): n_c(p) of Eq. 9
+    total = jnp.einsum("mlhw,mlc->hwlc", inside, direction)
+    return (total / jnp.maximum(count, 1.0).transpose(1, 2, 0)[..., None]).astype(jnp.float32)
+
+
+class PafHead(nnx.Module):
+    """Multi-stage two-branch head of Cao et al. (Fig. 3) on backbone features.
+
+    Each branch is ``depth`` 3x3 conv + ReLU layers and a 1x1 conv (the paper's refinement
+    stages use 7x7 kernels; 3x3 here for cost, the backbone already has a large receptive
+    field). Input ``(B, H, W, C)`` features; computation in their dtype; output
+    ``{"heatmaps": (S, B, H, W, K), "pafs": (S, B, H, W, L, 2)}`` float32, one entry per stage.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        num_keypoints: int,
+        num_limbs: int,
+        stages: int,
+        channels: int,
+        depth: int,
+        rngs: nnx.Rngs,
+    ):
+        self.num_limbs = num_limbs
+        branch = dict(depth=depth, rngs=rngs)
+        heatmap_branches, paf_branches = [], []
+        for stage in range(stages):
+            stage_in = in_channels + (num_keypoints + 2 * num_limbs if stage else 0)
+            heatmap_branches.append(ConvHead(stage_in, channels, num_keypoints, **branch))
+            paf_branches.append(ConvHead(stage_in, channels, 2 * num_limbs, **branch))
+        self.heatmap_branches = nnx.List(heatmap_branches)
+        self.paf_branches = nnx.List(paf_branches)
+
+    def __call__(self, features: jax.Array) -> dict[str, jax.Array]:
+        heatmaps, pafs = [], []
+        x = features
+        for heatmap_branch, paf_branch in zip(
+            self.heatmap_branches, self.paf_branches, strict=True
+        ):
+            heatmap, paf = heatmap_branch(x), paf_branch(x)  # float32
+            heatmaps.append(heatmap)
+            pafs.append(paf)
+            x = jnp.concatenate(
+                [features, heatmap.astype(features.dtype), paf.astype(features.dtype)], axis=-1
+            )
+        paf_shape = (*pafs[0].shape[:-1], self.num_limbs, 2)
+        return {
+            "heatmaps": jnp.stack(heatmaps),
+            "pafs": jnp.stack([p.reshape(paf_shape) for p in pafs]),
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PartAffinityFields(Formulation):
+    """Part Affinity Fields formulation (bottom-up).
+
+    Attributes:
+      stages: number of head stages ``S`` (the paper uses 6; 2 keeps CPU runs cheap).
+      stage_channels: channels of every hidden conv of the head.
+      stage_depth: hidden 3x3 convs per branch and stage.
+      sigma: confidence-map Gaussian standard deviation, in map pixels.
+      limb_width: PAF half-width in map pixels (``sigma_l`` of the paper).
+      extend_limb_ends: extend each PAF band by ``limb_width`` past both endpoints (see the
+        module docstring); False gives the paper's Eq. 8 exactly.
+      limbs: ``L`` pairs of keypoint indices, the PAF channel order.
+      matcher: ``"greedy"`` (OpenPose) or ``"optimal"`` (Hungarian) per-limb matching.
+      peak_threshold, subpixel, max_candidates, num_samples, sample_threshold,
+        min_positive_fraction, distance_prior, min_parts, min_person_score: parsing settings,
+        see :func:`posejax.parsing.paf.group_people`.
+    """
+
+    stages: int = 2
+    stage_channels: int = 64
+    stage_depth: int = 3
+    sigma: float = 1.0
+    limb_width: float = 1.0
+    extend_limb_ends: bool = True
+    limbs: tuple[tuple[int, int], ...] = skeleton.COCO_LIMBS
+    matcher: str = "greedy"
+    peak_threshold: float = 0.1
+    subpixel: bool = True
+    max_candidates: int | None = 32
+    num_samples: int = 10
+    sample_threshold: float = 0.05
+    min_positive_fraction: float = 0.8
+    distance_prior: bool = True
+    min_parts: int = 3
+    min_person_score: float = 0.4
+
+    input_mode: ClassVar[str] = BOTTOM_UP
+
+    def __post_init__(self):
+        # Hydra hands lists; keep the dataclass hashable (it may be a static jit argument).
+        object.__setattr__(self, "limbs", tuple((int(a), int(b)) for a, b in self.limbs))
+        if self.matcher not in MATCHERS:
+            raise ValueError(f"matcher must be one of {MATCHERS}, got {self.matcher!r}")
+        if self.stages < 1:
+            raise ValueError(f"stages must be >= 1, got {self.stages}")
+
+    @property
+    def parsing_settings(self) -> dict:
+        """Keyword arguments of :func:`posejax.parsing.paf.group_people`."""
+        return dict(
+            limbs=self.limbs,
+            matcher=self.matcher,
+            peak_threshold=self.peak_threshold,
+            subpixel=self.subpixel,
+            max_candidates=self.max_candidates,
+            num_samples=self.num_samples,
+            sample_threshold=self.sample_threshold,
+            min_positive_fraction=self.min_positive_fraction,
+            distance_prior=self.distance_prior,
+            min_parts=self.min_parts,
+            min_person_score=self.min_person_score,
+        )
+
+    def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
+        return PafHead(
+            in_channels,
+            num_keypoints=self.num_keypoints,
+            num_limbs=len(self.limbs),
+            stages=self.stages,
+            channels=self.stage_channels,
+            depth=self.stage_depth,
+            rngs=rngs,
+        )
+
+    def encode(self, batch: Batch) -> dict[str, jax.Array]:
+        keypoints = jnp.asarray(batch["keypoints"], jnp.float32)
+        xy = image_to_map(keypoints[..., :2], self.stride)  # (B, M, K, 2)
+        present = (keypoints[..., 2] > 0) & jnp.asarray(batch["valid"], bool)[..., None]
+        maps = jax.vmap(lambda p, v: confidence_maps(p, v, self.map_size, self.sigma))
+        margin = self.limb_width if self.extend_limb_ends else 0.0
+        fields = jax.vmap(
+            lambda p, v: part_affinity_fields(
+                p, v, self.limbs, self.map_size, self.limb_width, margin
+            )
+        )
+        mask = downsample_mask(jnp.asarray(batch["loss_mask"], jnp.float32), self.stride)
+        return {"heatmaps": maps(xy, present), "pafs": fields(xy, present), "mask": mask}
+
+    def loss(self, outputs, targets) -> tuple[jax.Array, dict[str, jax.Array]]:
+        mask = targets["mask"]  # (B, H, W)
+        pixels = jnp.maximum(mask.sum(), 1.0)
+        terms = {}
+        for stage in range(outputs["heatmaps"].shape[0]):
+            heatmap_error = (outputs["heatmaps"][stage] - targets["heatmaps"]) ** 2
+            paf_error = (outputs["pafs"][stage] - targets["pafs"]) ** 2
+            terms[f"heatmap_stage{stage + 1}"] = jnp.sum(heatmap_error * mask[..., None]) / (
+                pixels * heatmap_error.shape[-1]
+            )
+            terms[f"paf_stage{stage + 1}"] = jnp.sum(paf_error * mask[..., None, None]) / (
+                pixels * paf_error.shape[-2] * 2
+            )
+        return sum(terms.values()), terms
+
+    def decode(self, outputs, *, stage: int = -1) -> list[PosePrediction]:
+        """Parse people from one stage's maps (``stage`` indexes the stage axis; -1 = last).
+
+        Keypoints not found are ``(0, 0, 0)``.
+        """
+        heatmaps = np.asarray(outputs["heatmaps"][stage], dtype=np.float32)
+        pafs = np.asarray(outputs["pafs"][stage], dtype=np.float32)
+        predictions = []
+        for image_heatmaps, image_pafs in zip(heatmaps, pafs, strict=True):
+            poses, scores = group_people(image_heatmaps, image_pafs, **self.parsing_settings)
+            found = poses[..., 2:] > 0
+            poses[..., :2] = np.where(found, map_to_image(poses[..., :2], self.stride), 0.0)
+            predictions.append(
+                PosePrediction(poses=poses.astype(np.float32), scores=scores.astype(np.float32))
+            )
+        return predictions
+
+    def display_maps(self, outputs) -> dict[str, np.ndarray]:
+        heatmaps = np.asarray(outputs["heatmaps"][-1])
+        pafs = np.asarray(outputs["pafs"][-1])
+        return {
+            "heatmap_max": heatmaps.max(axis=-1),
+            "paf_magnitude": np.linalg.norm(pafs, axis=-1).max(axis=-1),
+        }
