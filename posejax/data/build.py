@@ -29,6 +29,7 @@ def ensure_built(
     *,
     data_dir: str | os.PathLike,
     config: str | tfds.core.BuilderConfig | None = None,
+    manual_dir: str | os.PathLike | None = None,
     **builder_kwargs,
 ) -> tfds.core.DatasetBuilder:
     """Return the builder of ``name`` (and ``config``) in ``data_dir``, generating it if absent.
@@ -38,6 +39,7 @@ def ensure_built(
       data_dir: root directory of the prepared datasets.
       config: builder config name (``"multi"``), a ``BuilderConfig`` instance, or None for the
         builder's default.
+      manual_dir: folder holding manually downloaded files (COCO, MPII, LSP builders).
       **builder_kwargs: passed to the builder constructor (e.g. ``num_workers`` for
         ``synthetic_people``, ``on_bad_example`` for the real-data builders).
 
@@ -54,7 +56,10 @@ def ensure_built(
         log.info("%s already prepared in %s", builder.info.full_name, builder.data_path)
         return builder
     log.info("preparing %s in %s", builder.info.full_name, builder.data_path)
-    builder.download_and_prepare(file_format="array_record")
+    download_config = (
+        tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)) if manual_dir else None
+    )
+    builder.download_and_prepare(file_format="array_record", download_config=download_config)
     return builder
 
 
@@ -67,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="builder config, e.g. multi or single")
     parser.add_argument("--data-dir", default="data", help="root of the prepared datasets")
     parser.add_argument(
+        "--manual-dir", default=None, help="folder with manually downloaded files (real datasets)"
+    )
+    parser.add_argument(
         "--num-workers",
         type=int,
         default=None,
@@ -76,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     kwargs = {} if args.num_workers is None else {"num_workers": args.num_workers}
     start = time.perf_counter()
-    builder = ensure_built(args.name, data_dir=args.data_dir, config=args.config, **kwargs)
+    builder = ensure_built(
+        args.name, data_dir=args.data_dir, config=args.config, manual_dir=args.manual_dir, **kwargs
+    )
     elapsed = time.perf_counter() - start
     splits = ", ".join(f"{k}={v.num_examples}" for k, v in sorted(builder.info.splits.items()))
     print(f"{builder.info.full_name}: {builder.data_path} ({splits}) in {elapsed:.1f} s")

@@ -28,9 +28,11 @@ import jax
 import numpy as np
 
 from posejax import skeleton
+from posejax.data import schema
 from posejax.data.coco_export import split_to_coco
 from posejax.data.pipeline import PipelineConfig, make_eval_batches
 from posejax.evaluation.coco_metrics import coco_keypoint_ap, predictions_to_coco_results
+from posejax.evaluation.dataset_metrics import dataset_metrics
 from posejax.evaluation.keypoint_metrics import (
     bbox_size,
     confusion_matrix,
@@ -177,10 +179,12 @@ class _PeopleTable:
     keypoints: np.ndarray  # (N, K, 3)
     boxes: np.ndarray  # (N, 4)
     areas: np.ndarray  # (N,)
+    native: np.ndarray | None = None  # (N, Kn, 3) the dataset's own joints, when stored
+    head_boxes: np.ndarray | None = None  # (N, 4) head boxes (MPII), when stored
 
 
 def _people_table(source: Sequence) -> _PeopleTable:
-    keys, kps, boxes, areas = [], [], [], []
+    keys, kps, boxes, areas, native, heads = [], [], [], [], [], []
     for i in range(len(source)):
         ex = source[i]
         ignore = np.asarray(ex["ignore"], bool)
@@ -191,12 +195,18 @@ def _people_table(source: Sequence) -> _PeopleTable:
             kps.append(person)
             boxes.append(np.asarray(ex["boxes"][p], np.float64))
             areas.append(float(ex["area"][p]))
+            if schema.NATIVE_KEYPOINTS in ex:
+                native.append(np.asarray(ex[schema.NATIVE_KEYPOINTS][p], np.float64))
+            if schema.HEAD_BOXES in ex:
+                heads.append(np.asarray(ex[schema.HEAD_BOXES][p], np.float64))
     k = skeleton.NUM_KEYPOINTS
     return _PeopleTable(
         keys,
         np.asarray(kps).reshape(-1, k, 3),
         np.asarray(boxes).reshape(-1, 4),
         np.asarray(areas).reshape(-1),
+        native=np.asarray(native) if native else None,
+        head_boxes=np.asarray(heads).reshape(-1, 4) if heads else None,
     )
 
 
@@ -241,6 +251,8 @@ def _pck_metrics(people: _PeopleTable, image_ids, poses, scores, crop_of, top_do
     mean_box, per_joint = pck(pred_xy, people.keypoints, box_norm, alpha=0.2)
     mean_torso, _ = pck(pred_xy, people.keypoints, torso_size(people.keypoints), alpha=0.2)
     out = {"PCK@0.2": mean_box, "PCK@0.2_torso": mean_torso}
+    if people.native is not None:  # the dataset's own metric on its own joints (MPII, LSP)
+        out.update(dataset_metrics(people.native, pred_xy, head_boxes=people.head_boxes))
     out.update(
         {
             f"PCK@0.2/{name}": float(v)

@@ -50,7 +50,11 @@ def open_split(data, split: str):
     """Build the dataset if needed and open one split as a random-access source."""
     config = derived_builder_config(data.builder, data.config, data.config_overrides)
     builder = ensure_built(
-        data.builder, data_dir=data.data_dir, config=config, **data.builder_kwargs
+        data.builder,
+        data_dir=data.data_dir,
+        config=config,
+        manual_dir=data.manual_dir,
+        **data.builder_kwargs,
     )
     return builder.as_data_source(split=split)
 

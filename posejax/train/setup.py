@@ -80,6 +80,7 @@ class DataConfig:
     config: str | None
     config_overrides: dict
     data_dir: str
+    manual_dir: str | None
     train_split: str
     eval_split: str
     builder_kwargs: dict
@@ -160,22 +161,35 @@ def data_config(
     eval_pipeline = PipelineConfig(
         augment=dataclasses.replace(augment, enabled=False), batch_size=eval_batch_size, **common
     )
-    data_dir = (
-        hydra.utils.to_absolute_path(d.data_dir)
-        if _in_hydra()
-        else str(Path(d.data_dir).absolute())
-    )
+    data_dir = _absolute(d.data_dir)
     return DataConfig(
         builder=d.builder,
         config=d.get("config"),
-        config_overrides=OmegaConf.to_container(d.get("config_overrides") or {}, resolve=True),
+        config_overrides=_plain(d.get("config_overrides")),
         data_dir=data_dir,
+        manual_dir=_absolute(d.get("manual_dir")),
         train_split=d.train_split,
         eval_split=d.eval_split,
-        builder_kwargs=OmegaConf.to_container(d.get("builder_kwargs", {}), resolve=True),
+        builder_kwargs=_plain(d.get("builder_kwargs")),
         pipeline=pipeline,
         eval_pipeline=eval_pipeline,
     )
+
+
+def _plain(node: Any) -> dict:
+    """An optional mapping from the config as a plain dict ({} when absent)."""
+    if node is None:
+        return {}
+    return (
+        OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    )
+
+
+def _absolute(path: str | None) -> str | None:
+    """Paths in configs are relative to where the command was launched."""
+    if not path:
+        return None
+    return hydra.utils.to_absolute_path(path) if _in_hydra() else str(Path(path).absolute())
 
 
 def _in_hydra() -> bool:
