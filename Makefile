@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-FORMULATIONS ?= heatmap
+TOP_DOWN ?= regression,heatmap,segmentation
 QUICK := results/quick
 
 .PHONY: setup lint format test compare data clean
@@ -32,12 +32,15 @@ data: setup
 # E1 quick: every formulation on the same backbone, data and budget, then the mean-pose
 # baseline, then one table. Re-running resumes/reuses finished runs.
 compare: data
-	$(PY) -m posejax.train -m experiment=e1_quick formulation=$(FORMULATIONS) \
+	$(PY) -m posejax.train -m experiment=e1_quick formulation=$(TOP_DOWN) \
+	  hydra.sweep.dir=$(QUICK)/runs 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
+	$(PY) -m posejax.train -m experiment=e1_quick_paf \
 	  hydra.sweep.dir=$(QUICK)/runs 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
 	$(PY) -m posejax.evaluation.baseline experiment=e1_quick run_dir=$(QUICK)/runs/mean_pose
 	$(PY) -m posejax.experiments.summarize $(QUICK)/runs --out $(QUICK) \
 	  --title "E1 quick: formulation comparison (synthetic multi, validation)" \
-	  --command "make compare"
+	  --command "make compare" --metrics PCK@0.2 PCK@0.2_torso OKS_AP OKS_AP50 mIoU \
+	  ms_per_image train_steps train_batch_size
 
 clean:
 	rm -rf runs multirun outputs results/quick

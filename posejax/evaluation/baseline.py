@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from omegaconf import DictConfig
 
+import posejax.hydra_resolvers  # noqa: F401  (resolvers used by conf/)
 from posejax import skeleton
 from posejax.data.pipeline import make_eval_batches
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
@@ -88,7 +89,7 @@ def _main(cfg: DictConfig) -> None:
         data.eval_pipeline,
         num_images=cfg.trainer.final_eval_images,
     )
-    metrics = {**result.metrics, "train_steps": 0.0}
+    metrics = {**result.metrics, "train_steps": 0.0, "train_batch_size": 0.0}
     (Path(run_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
     log.info("mean-pose baseline: PCK@0.2 %.3f, OKS AP %.3f", metrics["PCK@0.2"], metrics["OKS_AP"])
 

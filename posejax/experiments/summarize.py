@@ -56,13 +56,15 @@ def collect(sweep_dir: str | Path) -> list[dict]:
 
 def varying_keys(rows: Sequence[dict]) -> list[str]:
     keys = sorted({k for r in rows for k in r["overrides"]})
-    return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+    return [k for k in keys if len({r["overrides"][k] for r in rows if k in r["overrides"]}) > 1]
 
 
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 1:
+            return str(int(value))
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
     return str(value)
 
@@ -90,9 +92,32 @@ def write_summary(
     command: str | None = None,
     title: str = "Summary",
 ) -> tuple[Path, Path]:
-    rows = collect(sweep_dir)
+    return write_table(
+        collect(sweep_dir),
+        out_dir or sweep_dir,
+        metrics=metrics,
+        source=str(Path(sweep_dir)),
+        command=command,
+        title=title,
+    )
+
+
+def write_table(
+    rows: Sequence[dict],
+    out_dir: str | Path,
+    *,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    source: str | None = None,
+    command: str | None = None,
+    title: str = "Summary",
+) -> tuple[Path, Path]:
+    """``summary.csv`` and ``summary.md`` of ``rows`` (the layout :func:`collect` returns).
+
+    For tools that measure something other than a training sweep (one run decoded several ways,
+    timings) but want the same table format: a row's ``overrides`` are what varies.
+    """
     header, body = table(rows, metrics)
-    out_dir = Path(out_dir or sweep_dir)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "summary.csv", out_dir / "summary.md"
     with csv_path.open("w", newline="") as f:
@@ -105,8 +130,9 @@ def write_summary(
         f"- date: {dt.date.today().isoformat()}",
         f"- machine: {platform.machine()}, {platform.processor() or platform.system()}, "
         f"{_cpu_count()} CPU cores, {_device_summary()}",
-        f"- runs: `{Path(sweep_dir)}`",
     ]
+    if source:
+        lines.append(f"- runs: `{source}`")
     if command:
         lines.append(f"- command: `{command}`")
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -141,12 +167,23 @@ def plot(
     logx: bool = False,
 ) -> Path:
     """Line plot of metric ``y`` against override or metric ``x``, one line per ``hue`` value."""
+    return plot_rows(collect(sweep_dir), x, y, out_path, hue=hue, logx=logx)
+
+
+def plot_rows(
+    rows: Sequence[dict],
+    x: str,
+    y: str,
+    out_path: str | Path,
+    *,
+    hue: str | None = None,
+    logx: bool = False,
+) -> Path:
+    """:func:`plot` for rows in the layout :func:`collect` returns."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    rows = collect(sweep_dir)
 
     def value(r, key):
         if key in r["metrics"]:

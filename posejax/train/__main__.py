@@ -13,6 +13,8 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+import posejax.hydra_resolvers  # noqa: F401  (resolvers used by conf/)
+
 log = logging.getLogger("posejax.train")
 
 

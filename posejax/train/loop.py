@@ -47,7 +47,11 @@ class NonFiniteError(FloatingPointError):
 
 
 def open_split(data, split: str):
-    """Build the dataset if needed and open one split as a random-access source."""
+    """Build the dataset if needed and open one split as a random-access source.
+
+    Images the builder skipped (``data.on_bad_example=skip``) are reported here too, so a run on
+    a dataset built earlier still says how much was dropped and why.
+    """
     config = derived_builder_config(data.builder, data.config, data.config_overrides)
     builder = ensure_built(
         data.builder,
@@ -56,7 +60,31 @@ def open_split(data, split: str):
         manual_dir=data.manual_dir,
         **data.builder_kwargs,
     )
+    _report_bad_examples(builder, split, data.builder_kwargs.get("on_bad_example"))
     return builder.as_data_source(split=split)
+
+
+def _report_bad_examples(builder, split: str, requested: str | None) -> None:
+    metadata = builder.info.metadata or {}
+    built_with = metadata.get("on_bad_example")
+    if requested is not None and built_with is not None and built_with != requested:
+        log.warning(
+            "%s was built with on_bad_example=%s, not %s as configured: delete %s to rebuild",
+            builder.info.full_name,
+            built_with,
+            requested,
+            builder.data_path,
+        )
+    skipped = (metadata.get("bad_examples") or {}).get(split) or {}
+    if skipped:
+        log.warning(
+            "%s (%s split): %d images were skipped as bad input when the dataset was built, "
+            "per reason: %s",
+            builder.info.full_name,
+            split,
+            sum(skipped.values()),
+            dict(skipped),
+        )
 
 
 def derived_builder_config(builder: str, base: str | None, overrides: dict | None):
@@ -122,7 +150,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     is_chief = jax.process_index() == 0
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_chief:
-        (run_dir / "config.json").write_text(json.dumps(setup.config, indent=2, default=str))
+        _write_atomic(run_dir / "config.json", json.dumps(setup.config, indent=2, default=str))
 
     # --- data ---------------------------------------------------------------------------
     train_source = open_split(setup.data, setup.data.train_split)
@@ -153,7 +181,9 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     state = jax.device_put(state, replicated)
 
     checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=trainer.keep_checkpoints)
-    restored = checkpointer.restore_latest(state) if trainer.resume else None
+    restored = (
+        checkpointer.restore_latest(state, set_aside_unreadable=True) if trainer.resume else None
+    )
     if not trainer.resume and checkpointer.all_steps():
         raise FileExistsError(
             f"{run_dir} already holds checkpoints {checkpointer.all_steps()} and "
@@ -202,6 +232,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     # --- loop -----------------------------------------------------------------------------
     final_metrics: dict[str, float] = {}
     sums: dict[str, jax.Array] | None = None
+    reported_skips = 0
     interval_steps, interval_start = 0, time.perf_counter()
     batch = first_batch
     bar = tqdm(
@@ -224,10 +255,14 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
             bar.update(1)
 
             if done % trainer.log_every == 0 or done == trainer.steps:
-                _check_finite(state, checked_names, trainer.on_nonfinite)
+                reported_skips = _check_finite(
+                    state, checked_names, trainer.on_nonfinite, reported_skips
+                )
                 host = jax.device_get(sums)
                 elapsed = time.perf_counter() - interval_start
-                row = {k: float(v) / interval_steps for k, v in host.items()}
+                # Means over the applied steps: a skipped step's NaN does not blank the row.
+                applied = float(host.pop("applied_steps"))
+                row = {k: float(v) / applied if applied else None for k, v in host.items()}
                 row["lr"] = float(schedule(done - 1))
                 row["images_per_sec"] = interval_steps * trainer.batch_size / max(elapsed, 1e-9)
                 row["skipped_steps"] = int(state.skipped_steps)
@@ -274,26 +309,40 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
             encode=encode_fn,
         ).metrics
     final_metrics["train_steps"] = float(trainer.steps)
+    final_metrics["train_batch_size"] = float(trainer.batch_size)
     if is_chief:
-        (run_dir / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
+        _write_atomic(run_dir / "final_metrics.json", json.dumps(final_metrics, indent=2))
     return final_metrics
 
 
-def _check_finite(state, names: list[str], policy: str) -> None:
+def _write_atomic(path: Path, text: str) -> None:
+    """A kill mid-write leaves the old file, never half of the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _check_finite(state, names: list[str], policy: str, reported: int = 0) -> int:
+    """Raise (``stop``) or warn (``skip``, once per new skip) about non-finite steps.
+
+    Returns the number of skipped steps reported so far.
+    """
     first_bad = int(state.first_bad_step)
-    if first_bad < 0:
-        return
+    skipped = int(state.skipped_steps)
+    if first_bad < 0 or skipped == reported:
+        return reported
     bad = [n for n, b in zip(names, np.asarray(state.bad_terms), strict=True) if b]
     message = (
         f"non-finite value at step {first_bad + 1} in {', '.join(bad)}; "
-        f"{int(state.skipped_steps)} update(s) skipped so far"
+        f"{skipped} update(s) skipped so far"
     )
     if policy == "stop":
         raise NonFiniteError(
             message + ". The update was not applied and the last checkpoint is intact "
             "(set trainer.on_nonfinite=skip to drop such steps and continue)."
         )
-    log.warning(message)
+    log.warning(message + " (trainer.on_nonfinite=skip: the updates were dropped)")
+    return skipped
 
 
 def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, writer) -> None:
