@@ -20,6 +20,8 @@ import dataclasses
 
 import numpy as np
 
+from posejax.formulations.common import log_parabola_vertex
+
 # Below this value a map is treated as this value inside the log of the Gaussian fit, so that
 # zero or negative network outputs next to a peak give a finite (clamped) offset.
 _LOG_FLOOR = 1e-6
@@ -114,7 +116,7 @@ def find_peaks(
 
 
 def _gaussian_offset(maps, part, row, col, dr, dc, size):
-    """Vertex of the parabola through the log of the map at ``p - d``, ``p``, ``p + d``.
+    """Sub-pixel offset along one axis from the peak and its two neighbours on that axis.
 
     Only the three values per peak are read (not the log of the whole map: that would cost
     more than the rest of the parsing). Peaks on the border get offset 0 along that axis.
@@ -123,13 +125,7 @@ def _gaussian_offset(maps, part, row, col, dr, dc, size):
     inside = (index > 0) & (index < size - 1)
     offset = np.zeros(part.size, dtype=np.float64)
     p, r, c = part[inside], row[inside], col[inside]
-
-    def log_at(rr, cc):
-        return np.log(np.maximum(maps[rr, cc, p].astype(np.float64), _LOG_FLOOR))
-
-    before, centre, after = log_at(r - dr, c - dc), log_at(r, c), log_at(r + dr, c + dc)
-    curvature = before - 2.0 * centre + after
-    safe = np.where(curvature < 0.0, curvature, -1.0)
-    delta = np.where(curvature < 0.0, 0.5 * (before - after) / safe, 0.0)
-    offset[inside] = np.clip(delta, -0.5, 0.5)
+    offset[inside], _ = log_parabola_vertex(
+        maps[r - dr, c - dc, p], maps[r, c, p], maps[r + dr, c + dc, p], eps=_LOG_FLOOR
+    )
     return offset
