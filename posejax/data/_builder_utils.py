@@ -321,7 +321,7 @@ def finite_array(values: Any, shape: tuple[int, ...], *, reason: str, what: str)
     """``values`` as a float64 array of ``shape`` with finite entries, else :class:`BadInput`."""
     try:
         array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadInput(
             f"{reason}_not_numeric", f"{what}: expected numbers, got {values!r}"
         ) from None
@@ -329,7 +329,11 @@ def finite_array(values: Any, shape: tuple[int, ...], *, reason: str, what: str)
         raise BadInput(
             f"{reason}_wrong_shape", f"{what}: expected shape {shape}, got {array.shape}"
         )
-    if not np.all(np.isfinite(array)):
-        bad = np.argwhere(~np.isfinite(array)).tolist()
-        raise BadInput(f"{reason}_not_finite", f"{what}: NaN/inf at index {bad[:5]}")
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(array.astype(np.float32))  # stored as float32
+    if not np.all(finite):
+        bad = np.argwhere(~finite).tolist()
+        raise BadInput(
+            f"{reason}_not_finite", f"{what}: NaN/inf (or beyond float32) at index {bad[:5]}"
+        )
     return array

@@ -287,6 +287,7 @@ def _convert_person(ann: dict, file_name: str, width: int, height: int, log) -> 
             "bad_visibility_flag",
             f"{what}: visibility flags must be 0, 1, 2 or booleans, got {raw[2::3]}",
         )
+    _check_numbers([v for i, v in enumerate(raw) if i % 3 != 2], "keypoint", f"{what}: keypoints")
     xy = bu.finite_array(
         [v for i, v in enumerate(raw) if i % 3 != 2],
         (2 * NUM_KEYPOINTS,),
@@ -307,7 +308,7 @@ def _convert_person(ann: dict, file_name: str, width: int, height: int, log) -> 
     if area is None or (isinstance(area, int | float) and area == 0):
         area = float(box[2] * box[3])
         log.note("area_from_box")
-    elif isinstance(area, bool) or not isinstance(area, int | float) or not np.isfinite(area):
+    elif not _finite_number(area):
         raise bu.BadInput("bad_area", f"{what}: area must be a finite number, got {area!r}")
     elif area < 0:
         raise bu.BadInput("bad_area", f"{what}: area must be >= 0, got {area}")
@@ -317,6 +318,24 @@ def _convert_person(ann: dict, file_name: str, width: int, height: int, log) -> 
         schema.AREA: area,
         schema.IGNORE: bool(crowd) or num_labelled == 0,
     }
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number that is finite as the float32 it is stored as."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        with np.errstate(over="ignore"):
+            return bool(np.isfinite(np.float32(value)))
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _check_numbers(values: list, reason: str, what: str) -> None:
+    """JSON numbers only: numpy would silently read ``true`` as 1 and ``"12.5"`` as 12.5."""
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float)]
+    if bad:
+        raise bu.BadInput(f"{reason}_not_numeric", f"{what}: expected numbers, got {bad[:3]!r}")
 
 
 def _person_box(ann, keypoints, what, width, height, log) -> np.ndarray:
@@ -330,6 +349,8 @@ def _person_box(ann, keypoints, what, width, height, log) -> np.ndarray:
         log.note("box_from_keypoints")
         (x0, y0), (x1, y1) = labelled.min(axis=0), labelled.max(axis=0)
         raw = [x0, y0, max(x1 - x0, 1.0), max(y1 - y0, 1.0)]
+    elif isinstance(raw, list):
+        _check_numbers(raw, "box", f"{what}: bbox")
     x, y, w, h = bu.finite_array(raw, (4,), reason="box", what=f"{what}: bbox [x, y, w, h]")
     if w <= 0 or h <= 0:
         raise bu.BadInput(

@@ -315,7 +315,15 @@ def make_train_dataset(
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
     keys = _keys(source, cfg)[shard_index::shard_count]
     if len(keys) == 0:
-        raise ValueError("no training examples in this shard")
+        need = (
+            f"people not ignored with >= {cfg.min_keypoints} labelled keypoints (min_keypoints)"
+            if cfg.mode == TOP_DOWN
+            else "images"
+        )
+        raise ValueError(
+            f"no training examples in shard {shard_index} of {shard_count}: the source has "
+            f"{len(source)} images and {cfg.mode} training needs {need}"
+        )
     ds = grain.MapDataset.source(keys)
     ds = ds.shuffle(seed=_derived_seed(cfg.seed, 0))
     ds = ds.repeat()

@@ -1,9 +1,9 @@
 """Orbax checkpoints of the train state together with the data iterator's position.
 
-Orbax writes each step into a temporary directory and renames it only once complete, so a run
-killed mid-write never leaves a checkpoint that looks finished. If the newest finished
-checkpoint still cannot be read (a damaged disk, a truncated copy), the previous one is used with
-a warning.
+Orbax writes each step into a temporary directory (``<step>.orbax-checkpoint-tmp*``) and renames
+it only once complete, so a run killed mid-write never leaves a checkpoint that looks finished
+(the temporary directory is ignored). If the newest finished checkpoint still cannot be read (a
+damaged disk, a truncated copy), the previous one is used with a warning.
 """
 
 from __future__ import annotations
@@ -42,8 +42,16 @@ class Checkpointer:
             ),
         )
 
-    def restore_latest(self, target_state: Any) -> tuple[int, Any, Any] | None:
-        """Newest readable checkpoint as ``(step, state, data_state)``, or None if there is none."""
+    def restore_latest(
+        self, target_state: Any, *, set_aside_unreadable: bool = False
+    ) -> tuple[int, Any, Any] | None:
+        """Newest readable checkpoint as ``(step, state, data_state)``, or None if there is none.
+
+        An unreadable checkpoint is skipped with a warning. With ``set_aside_unreadable`` (the
+        trainer, which is about to write checkpoints again) it is also renamed to
+        ``<step>.unreadable``: orbax never re-saves a step it lists, so a resumed run would
+        otherwise keep the damaged checkpoint at that step, and fall back past it again.
+        """
         steps = self.all_steps()
         for i, step in enumerate(reversed(steps)):
             try:
@@ -62,9 +70,20 @@ class Checkpointer:
                     + (f"falling back to step {older}" if older is not None else "starting over"),
                     stacklevel=2,
                 )
+                if set_aside_unreadable:
+                    self._set_aside(step)
                 continue
             return step, restored.state, restored.data
         return None
+
+    def _set_aside(self, step: int) -> None:
+        path = self.directory / str(step)
+        try:  # every host may try; one rename wins, the others find the directory gone
+            path.rename(path.with_name(f"{step}.unreadable"))
+        except OSError as err:
+            if path.exists():
+                log.warning("could not set aside unreadable checkpoint %s: %s", path, err)
+        self._manager.reload()
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

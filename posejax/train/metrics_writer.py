@@ -40,7 +40,10 @@ class MetricWriter:
                     continue  # a line cut by a kill mid-write
                 if row.get("step", math.inf) <= resume_step:
                     kept.append(line)
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+        # Atomic: a kill during this rewrite must not lose the rows that are being kept.
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.replace(self.path)
         if tensorboard:
             from tensorboardX import SummaryWriter
 

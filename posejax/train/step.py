@@ -68,7 +68,10 @@ def make_train_step(
             first_bad_step=first_bad,
             bad_terms=jnp.where(state.first_bad_step < 0, bad, state.bad_terms),
         )
+        # A skipped step adds nothing to the logged means (the loop divides by applied_steps).
         metrics = {"loss": loss, "grad_norm": grad_norm, **terms}
+        metrics = {k: jnp.where(ok, v, 0.0) for k, v in metrics.items()}
+        metrics["applied_steps"] = ok.astype(jnp.float32)
         return new_state, metrics
 
     return train_step
