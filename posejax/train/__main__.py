@@ -21,11 +21,16 @@ log = logging.getLogger("posejax.train")
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def _main(cfg: DictConfig) -> float:
     from posejax.train.loop import resolve_run_dir, train
+    from posejax.train.setup import ConfigError
 
     # orbax logs every file it writes at INFO through absl; keep the console for our own lines.
     logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)
     run_dir = resolve_run_dir(cfg)
-    metrics = train(cfg, run_dir)
+    try:
+        metrics = train(cfg, run_dir)
+    except ConfigError as err:  # one sentence, no traceback: the config, not the code, is wrong
+        raise SystemExit(f"posejax: configuration error: {err}") from None
     log.info("final metrics: %s", {k: round(v, 4) for k, v in metrics.items() if "/" not in k})
     # The returned value is what Hydra sweepers optimise.
     return float(metrics.get("OKS_AP", float("nan")))
