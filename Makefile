@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TOP_DOWN ?= regression,heatmap,segmentation
 QUICK := results/quick
 
-.PHONY: setup lint format test compare data clean
+.PHONY: setup lint format test compare data bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ compare: data
 	  --title "E1 quick: formulation comparison (synthetic multi, validation)" \
 	  --command "make compare" --metrics PCK@0.2 PCK@0.2_torso OKS_AP OKS_AP50 mIoU \
 	  ms_per_image train_steps train_batch_size
+
+# Speed benchmarks (scripts, not tests): JSON + markdown tables in benchmarks/results/.
+bench: data
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf runs multirun outputs results/quick

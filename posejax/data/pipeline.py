@@ -308,12 +308,16 @@ def make_train_dataset(
 ) -> grain.IterDataset:
     """The infinite, shuffled, augmented training stream of one host as a grain IterDataset.
 
-    Each host reads the disjoint slice ``keys[shard_index::shard_count]`` (crops in top-down
-    mode, images in bottom-up mode), shuffled anew every epoch.
+    Every host defines the same global stream (keys shuffled anew every epoch, augmentation
+    seeded by the position in the stream) cut into host-sized batches of ``cfg.batch_size``;
+    host ``p`` of ``n`` keeps batches ``p, p + n, ...``, i.e. rows ``[p b, (p + 1) b)`` of each
+    global batch of ``n b``. So the union of the hosts' batches at a step is exactly the batch a
+    single host with ``n b`` would see, and training does not depend on the number of hosts.
+    Map datasets are lazy: a host decodes and augments only its own rows.
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
-    keys = _keys(source, cfg)[shard_index::shard_count]
+    keys = _keys(source, cfg)
     if len(keys) == 0:
         need = (
             f"people not ignored with >= {cfg.min_keypoints} labelled keypoints (min_keypoints)"
@@ -327,10 +331,9 @@ def make_train_dataset(
     ds = grain.MapDataset.source(keys)
     ds = ds.shuffle(seed=_derived_seed(cfg.seed, 0))
     ds = ds.repeat()
-    # The augmentation seed also depends on the shard, so shards do not share augmentations.
-    ds = ds.random_map(_ElementMaker(source, cfg), seed=_derived_seed(cfg.seed, 1, shard_index))
+    ds = ds.random_map(_ElementMaker(source, cfg), seed=_derived_seed(cfg.seed, 1, 0))
     ds = ds.batch(cfg.batch_size, drop_remainder=True, batch_fn=_collate)
-    return _to_iter(ds, cfg)
+    return _to_iter(ds[shard_index::shard_count], cfg)
 
 
 def make_train_iterator(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 # ImageNet statistics: a standard choice that keeps inputs roughly zero-mean, unit-variance.
-_MEAN = jnp.array([0.485, 0.456, 0.406]) * 255.0
-_STD = jnp.array([0.229, 0.224, 0.225]) * 255.0
+# NumPy, not jnp: creating a jax array at import would start the backend before
+# jax.distributed.initialize gets its chance (it must run first in multi-host jobs).
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
+_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 
 
 class PoseModel(nnx.Module):

@@ -32,6 +32,7 @@ from posejax.data.build import ensure_built
 from posejax.data.pipeline import make_train_iterator
 from posejax.evaluation.evaluator import evaluate
 from posejax.inference.draw import colourise, draw_poses, grid, save_png
+from posejax.train import distributed
 from posejax.train.checkpoint import Checkpointer
 from posejax.train.metrics_writer import MetricWriter
 from posejax.train.optim import build_optimizer
@@ -140,6 +141,7 @@ def shard_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[s
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Train and evaluate one configuration in ``run_dir``; returns the final metrics."""
+    distributed.initialize(cfg.get("distributed"))  # before anything starts a JAX backend
     run_dir = Path(run_dir).absolute()
     setup = build_setup(cfg)
     return run(setup, run_dir)

@@ -188,7 +188,8 @@ def test_the_command_line_fails_before_reading_data(tmp_path):
     done = subprocess.run(command, cwd=CONF_DIR.parent, env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert (
-        "ConfigError: input size 66x64 (data.bottom_up.input_size) is not divisible by the "
-        "backbone's output stride 4 (backbone.output_stride)"
+        "posejax: configuration error: input size 66x64 (data.bottom_up.input_size) is not "
+        "divisible by the backbone's output stride 4 (backbone.output_stride)"
     ) in done.stderr
+    assert "Traceback" not in done.stderr  # one sentence, not a stack
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()

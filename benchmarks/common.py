@@ -1,0 +1,223 @@
+"""Shared pieces of the benchmark scripts: configs, the compiled train step, timing, reports.
+
+Not a benchmark itself. Every ``bench_*.py`` builds what it measures from the same Hydra configs
+and the same functions as ``python -m posejax.train`` (``posejax.train.loop``), so a number here
+describes the code that trains, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hydra import compose, initialize_config_dir
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def formulations() -> list[str]:
+    """Every formulation with a config file (``conf/formulation/*.yaml``)."""
+    return sorted(p.stem for p in (CONF_DIR / "formulation").glob("*.yaml"))
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def data_dir_override() -> list[str]:
+    """The repository's ``data/`` (where ``make data`` builds), unless $POSEJAX_DATA_DIR is set."""
+    return [] if "POSEJAX_DATA_DIR" in os.environ else [f"data.data_dir={ROOT / 'data'}"]
+
+
+_SOURCES: dict[tuple, object] = {}
+
+
+def open_train_split(data):
+    """The training split of a ``DataConfig``, opened once per process (top-down pipelines
+    index every person of the split on first use, which takes seconds)."""
+    from posejax.train.loop import open_split
+
+    key = (data.builder, data.config, repr(data.config_overrides), data.data_dir)
+    if key not in _SOURCES:
+        _SOURCES[key] = open_split(data, data.train_split)
+    return _SOURCES[key]
+
+
+class Trainer:
+    """The compiled train step of one config, exactly as ``posejax.train.loop.run`` builds it.
+
+    Attributes:
+      setup: the ``Setup`` built from the config.
+      source: the training split (random access).
+      step: jitted ``(state, batch, rng) -> (state, metrics)`` with the loop's shardings
+        (``compiled_step`` is the same, compiled ahead of time).
+      state: the replicated initial train state.
+    """
+
+    def __init__(self, cfg):
+        from posejax.train.loop import make_mesh
+        from posejax.train.optim import build_optimizer
+        from posejax.train.setup import build_setup
+        from posejax.train.state import ModelDef, init_state
+        from posejax.train.step import loss_term_names, make_train_step, monitored_names
+
+        self.setup = build_setup(cfg)
+        trainer = self.setup.trainer
+        self.source = open_train_split(self.setup.data)
+        self.model_def = ModelDef(self.setup.model)
+        optimizer, _ = build_optimizer(self.setup.optim, trainer.steps)
+        mesh = make_mesh()
+        replicated = NamedSharding(mesh, P())
+        self.data_sharding = NamedSharding(mesh, P("data"))
+        first = next(self.iterator())
+        self.batch_spec = {
+            k: jax.ShapeDtypeStruct((trainer.batch_size, *v.shape[1:]), v.dtype)
+            for k, v in first.items()
+        }
+        terms = loss_term_names(self.setup.formulation, self.model_def, self.batch_spec)
+        state = init_state(self.model_def.initial_params, optimizer, len(monitored_names(terms)))
+        self.state = jax.device_put(state, replicated)
+        self.step = jax.jit(
+            make_train_step(self.model_def, self.setup.formulation, optimizer, terms),
+            in_shardings=(replicated, self.data_sharding, replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.setup.trainer.batch_size
+
+    def iterator(self):
+        from posejax.train.loop import make_train_iterator
+
+        return make_train_iterator(self.source, self.setup.data.pipeline)
+
+    def shard(self, batch):
+        from posejax.train.loop import shard_batch
+
+        return shard_batch(batch, self.data_sharding)
+
+    @functools.cached_property
+    def compiled_step(self):
+        """The train step compiled ahead of time: call it like ``step``; its cost analysis
+        gives the FLOPs (compiling once serves both)."""
+        rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+        return self.step.lower(self.state, self.batch_spec, rng).compile()
+
+    def step_flops(self) -> float:
+        """FLOPs of one train step from XLA's cost analysis of the compiled program."""
+        return cost_flops(self.compiled_step)
+
+
+def cost_flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list | tuple):  # older jax: one dict per program
+        analysis = analysis[0]
+    return float(analysis.get("flops", float("nan")))
+
+
+def time_calls(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` (which must block until done)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured dense float32 matmul FLOP/s of the default device (best of ``repeats``)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    times = time_calls(lambda: matmul(a, b).block_until_ready(), repeats=repeats, warmup=2)
+    return 2.0 * n**3 / min(times)
+
+
+def machine() -> dict:
+    device = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "load_average_1_5_15_min": os.getloadavg(),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def write_report(name: str, report: dict, table: list[str], *, out: Path = RESULTS) -> None:
+    """``out/<name>.json`` (``report`` + run metadata) and ``out/<name>.md`` (``table`` + notes)."""
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(ROOT):
+        script = script.relative_to(ROOT)
+    report = {
+        "benchmark": name,
+        "command": " ".join(["python", str(script), *sys.argv[1:]]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        **report,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n")
+    m = report["machine"]
+    footer = (
+        f"Produced by `{report['command']}` on {report['date']}: {m['device_count']} "
+        f"{m['device_kind']} device(s) ({m['jax_backend']}), {m['cpu_count']} CPU cores "
+        f"({m['processor']}), load average {m['load_average_1_5_15_min'][0]:.1f}."
+    )
+    (out / f"{name}.md").write_text("\n".join([*table, "", footer]) + "\n")
+    print("\n".join(table))
+    print(f"wrote {out / (name + '.json')} and {name}.md")
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    align = [" :--- "] + [" ---: "] * (len(header) - 1)  # names left, numbers right
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines

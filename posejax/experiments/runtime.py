@@ -1,0 +1,196 @@
+"""E5: inference time against the number of people, top-down (one crop per person) vs bottom-up.
+
+``python -m posejax.experiments.runtime --top-down RUN_DIR --bottom-up RUN_DIR --out DIR``
+
+Scenes are rendered by the synthetic dataset's renderer (:func:`posejax.data.render.render_scene`)
+with exactly ``P`` people placed, ``P = 1 .. --max-people``, everything else as in the ``multi``
+training set (so the renderer may drop a person that ends up hidden; the table reports the mean
+number actually present). Each scene goes through the runners of
+:mod:`posejax.inference.runners`, built from the two runs' newest checkpoints:
+
+* top-down: :class:`~posejax.inference.runners.TopDownRunner` on the ground-truth boxes (no
+  person detector is timed), once per ``--crop-batches`` value, the number of crops per network
+  call (the last call is padded, so ``1`` gives one network call per person);
+* bottom-up: :class:`~posejax.inference.runners.BottomUpRunner` on the whole image.
+
+Each scene is run ``--repeats`` times after a warm-up (compilation); a scene's time per stage is
+the median of its repeats and the table reports the mean over scenes, per stage (preprocess,
+network, decode, postprocess) and in total, plus a least-squares line ``total = a + b * people``
+per runner. Writes ``summary.csv``, ``summary.md`` and ``plot.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from posejax.data import schema
+from posejax.data.render import SceneConfig, render_scene
+from posejax.experiments.common import metric_row
+from posejax.experiments.summarize import write_table
+from posejax.inference.runners import STAGES, BottomUpRunner, TopDownRunner, load_runner
+
+METRICS = ("people_mean", "total_ms", *(f"{s}_ms" for s in STAGES), "found_mean")
+
+
+def render_scenes(
+    num_people: int, num_scenes: int, *, scene: SceneConfig | None = None, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """``num_scenes`` scenes with exactly ``num_people`` people placed (same seed, same scenes).
+
+    ``scene`` defaults to the ``multi`` training set's settings (``SceneConfig()``).
+    """
+    scene = scene or SceneConfig()
+    config = dataclasses.replace(scene, min_people=num_people, max_people=num_people)
+    rng = np.random.default_rng([seed, num_people])
+    return [render_scene(rng, config) for _ in range(num_scenes)]
+
+
+def time_runner(
+    runner: TopDownRunner | BottomUpRunner, scenes: Sequence[dict], *, repeats: int
+) -> dict[str, float]:
+    """Mean over scenes of the median seconds per stage (and in total), people found."""
+    per_scene, found = [], []
+    for scene in scenes:
+        image = scene[schema.IMAGE]
+        runs = []
+        for _ in range(repeats):
+            if isinstance(runner, TopDownRunner):
+                result = runner(image, scene[schema.BOXES])
+            else:
+                result = runner(image)
+            runs.append([result.timing[s] for s in STAGES])
+        per_scene.append(np.median(np.asarray(runs), axis=0))
+        found.append(len(result.poses))
+    stage_seconds = np.mean(per_scene, axis=0)
+    out = {f"{s}_ms": 1e3 * t for s, t in zip(STAGES, stage_seconds, strict=True)}
+    out["total_ms"] = 1e3 * float(stage_seconds.sum())
+    out["found_mean"] = float(np.mean(found))
+    return out
+
+
+def measure(
+    top_down_run: str | Path,
+    bottom_up_run: str | Path,
+    *,
+    max_people: int = 16,
+    num_scenes: int = 5,
+    repeats: int = 3,
+    crop_batches: Sequence[int] = (1, 8),
+    seed: int = 0,
+) -> list[dict]:
+    """One row per (runner, number of people placed); a row's ``run`` names the runner."""
+    runners: dict[str, TopDownRunner | BottomUpRunner] = {}
+    for crops in crop_batches:
+        runner, setup, _ = load_runner(top_down_run, batch_size=crops)
+        name = type(setup.formulation).__name__
+        runners[f"top-down {name}, {crops} crop(s)/call"] = runner
+    runner, setup, _ = load_runner(bottom_up_run)
+    runners[f"bottom-up {type(setup.formulation).__name__}"] = runner
+    for runner in runners.values():
+        runner.warmup()
+
+    rows = []
+    for people in range(1, max_people + 1):
+        scenes = render_scenes(people, num_scenes, seed=seed)
+        present = float(np.mean([len(s[schema.KEYPOINTS]) for s in scenes]))
+        for label, runner in runners.items():
+            metrics = {"people_mean": present, **time_runner(runner, scenes, repeats=repeats)}
+            rows.append(metric_row(label, {"people": people}, metrics))
+        print(f"{people:2d} people placed ({present:.1f} present) done", flush=True)
+    return rows
+
+
+def linear_fits(rows: Sequence[dict]) -> dict[str, tuple[float, float]]:
+    """Per runner, ``(intercept ms, slope ms per person)`` of total time against people present."""
+    fits = {}
+    for label in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == label]
+        x = [r["metrics"]["people_mean"] for r in mine]
+        y = [r["metrics"]["total_ms"] for r in mine]
+        slope, intercept = np.polyfit(x, y, 1)
+        fits[label] = (float(intercept), float(slope))
+    return fits
+
+
+def plot_runtime(rows: Sequence[dict], out_path: str | Path) -> Path:
+    """Total time (left) and network / decode time (right) against the people present."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for i, label in enumerate(dict.fromkeys(r["run"] for r in rows)):
+        mine = [r["metrics"] for r in rows if r["run"] == label]
+        x = [m["people_mean"] for m in mine]
+        left.plot(x, [m["total_ms"] for m in mine], marker="o", ms=3, color=f"C{i}", label=label)
+        right.plot(x, [m["network_ms"] for m in mine], color=f"C{i}", label=f"{label}: network")
+        right.plot(x, [m["decode_ms"] for m in mine], "--", color=f"C{i}", label=f"{label}: decode")
+    left.set_ylabel("ms / image (total)")
+    right.set_ylabel("ms / image")
+    for ax in (left, right):
+        ax.set_xlabel("people in the image")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path)
+    plt.close(fig)
+    return out_path
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top-down", required=True, help="run dir of a top-down formulation")
+    parser.add_argument("--bottom-up", required=True, help="run dir of a bottom-up formulation")
+    parser.add_argument("--out", required=True, help="folder for summary.csv/md and plot.png")
+    parser.add_argument("--max-people", type=int, default=16)
+    parser.add_argument("--scenes", type=int, default=5, help="scenes per number of people")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per scene")
+    parser.add_argument("--crop-batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--title", default="E5: runtime vs number of people")
+    args = parser.parse_args(argv)
+    rows = measure(
+        args.top_down,
+        args.bottom_up,
+        max_people=args.max_people,
+        num_scenes=args.scenes,
+        repeats=args.repeats,
+        crop_batches=args.crop_batches,
+        seed=args.seed,
+    )
+    command = "python -m posejax.experiments.runtime " + shlex.join(
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    _, md_path = write_table(
+        rows,
+        args.out,
+        metrics=METRICS,
+        source=f"{args.top_down} (top-down), {args.bottom_up} (bottom-up)",
+        command=command,
+        title=args.title,
+    )
+    lines = ["", "Least-squares line of the total time against the people present:", ""]
+    lines += [
+        f"- {label}: {intercept:.2f} ms + {slope:.2f} ms/person"
+        for label, (intercept, slope) in linear_fits(rows).items()
+    ]
+    with md_path.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    plot_runtime(rows, Path(args.out) / "plot.png")
+    print(md_path.read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The experiment presets compose with every launcher, and the experiment tools work end to end.
+
+* Every ``conf/experiment/e{2..6}_{quick,full}.yaml`` composes with the basic, joblib and SLURM
+  launchers, and every point of its sweep (``hydra.sweeper.params``) passes the start-up checks
+  (formulation, data, trainer and backbone are built abstractly: nothing is compiled or read).
+* :class:`~posejax.experiments.paf_stages.PafStageDecoder` decodes exactly the stage it names.
+* ``paf_stages``, ``matching`` and ``runtime`` run on two tiny trained runs and write their
+  tables and plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from posejax.experiments import matching, paf_stages, runtime
+from posejax.experiments.common import MemoisedPredict
+from posejax.experiments.paf_stages import PafStageDecoder
+from posejax.formulations.paf import PartAffinityFields
+from posejax.train.optim import OptimConfig
+from posejax.train.setup import (
+    TrainerConfig,
+    build_backbone,
+    build_formulation,
+    data_config,
+    validate,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+PRESETS = sorted(
+    p.stem for n in range(2, 7) for p in (CONF_DIR / "experiment").glob(f"e{n}_*.yaml")
+)
+LAUNCHERS = [p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")] + ["basic", "joblib"]
+
+
+def composed(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def sweep_points(cfg) -> list[list[str]]:
+    """Every combination of the preset's ``hydra.sweeper.params`` as override lists."""
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params or {})
+    axes = [
+        [f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()
+    ]
+    return [list(point) for point in itertools.product(*axes)]
+
+
+def startup_checks(cfg) -> None:
+    """What ``build_setup`` checks, with the backbone built abstractly (no parameters)."""
+    trainer = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
+    stride = int(cfg.backbone.output_stride)
+    mode = build_formulation(cfg, stride=stride, input_size=(64, 64)).input_mode
+    data = data_config(
+        cfg,
+        mode,
+        batch_size=trainer.batch_size,
+        eval_batch_size=trainer.eval_batch_size or trainer.batch_size,
+        seed=0,
+    )
+    validate(trainer, data, stride, num_devices=1)
+    build_formulation(cfg, stride=stride, input_size=data.pipeline.input_size)
+    nnx.eval_shape(lambda: build_backbone(cfg, dtype=np.float32, rngs=nnx.Rngs(0)))
+
+
+def test_presets_exist():
+    for n in range(2, 7):
+        assert {f"e{n}_quick", f"e{n}_full"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_sweep_point_of_a_preset_passes_the_startup_checks(preset):
+    cfg = composed(f"experiment={preset}", hydra=True)
+    points = sweep_points(cfg)
+    assert points and points != [[]], f"{preset} defines no sweep (hydra.sweeper.params)"
+    for point in points:
+        startup_checks(composed(f"experiment={preset}", *point))
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_composes_with_launcher(preset, launcher):
+    cfg = composed(f"experiment={preset}", f"hydra/launcher={launcher}", hydra=True)
+    assert cfg.hydra.launcher._target_.startswith("hydra")
+    assert cfg.hydra.sweeper.params
+
+
+def test_e6_selects_training_images_by_split_slicing():
+    cfg = composed("experiment=e6_quick", "train_images=123")
+    assert cfg.data.train_split == "train[:123]"
+    assert cfg.data.eval_split == "validation"
+
+
+# --- the PAF stage decoder ----------------------------------------------------------------------
+
+
+def _two_people_maps(formulation: PartAffinityFields) -> dict[str, np.ndarray]:
+    """Ground-truth maps of two standing people as ``(1, H, W, ...)`` arrays."""
+    keypoints = np.zeros((1, 2, 17, 3), np.float32)
+    for person, x0 in enumerate((16.0, 44.0)):
+        ys = np.linspace(8.0, 56.0, 17)
+        keypoints[0, person, :, 0] = x0 + np.where(np.arange(17) % 2, 3.0, -3.0)
+        keypoints[0, person, :, 1] = ys
+        keypoints[0, person, :, 2] = 2
+    batch = {
+        "keypoints": keypoints,
+        "valid": np.ones((1, 2), bool),
+        "loss_mask": np.ones((1, 64, 64), np.float32),
+    }
+    return jax.device_get(formulation.encode(batch))
+
+
+def test_stage_decoder_decodes_the_stage_it_names():
+    formulation = PartAffinityFields(stride=4, input_size=(64, 64), stages=3)
+    targets = _two_people_maps(formulation)
+    # Only stage 2 holds the people; stages 1 and 3 are empty.
+    outputs = {
+        key: np.stack([np.zeros_like(targets[key]), targets[key], np.zeros_like(targets[key])])
+        for key in ("heatmaps", "pafs")
+    }
+    found = [len(PafStageDecoder.of(formulation, s).decode(outputs)[0].poses) for s in (1, 2, 3)]
+    assert found == [0, 2, 0]
+    middle = PafStageDecoder.of(formulation, 2)
+    np.testing.assert_array_equal(
+        middle.decode(outputs)[0].poses, formulation.decode(outputs, stage=1)[0].poses
+    )
+    assert middle.display_maps(outputs)["heatmap_max"].max() > 0.9
+    assert middle.parsing_settings == formulation.parsing_settings
+    with pytest.raises(ValueError, match="decode_stage"):
+        PafStageDecoder.of(formulation, 4)
+
+
+def test_memoised_predict_runs_the_network_once_per_batch():
+    calls = []
+    memo = MemoisedPredict(lambda images: calls.append(1) or {"x": images.sum()})
+    a, b = np.zeros((2, 4, 4, 3), np.uint8), np.ones((2, 4, 4, 3), np.uint8)
+    assert memo(a)["x"] == 0 and memo(b)["x"] == 96 and memo(a)["x"] == 0
+    assert memo.calls == len(calls) == 2
+
+
+# --- the tools, end to end on tiny runs ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny trained heatmap run and a tiny 2-stage PAF run (in this process)."""
+    from posejax.train.loop import train
+
+    tmp = tmp_path_factory.mktemp("experiment_tools")
+    runs = {}
+    for name in ("heatmap", "paf"):
+        cfg = composed(
+            f"formulation={name}",
+            "data=synthetic_tiny",
+            "backbone=tiny",
+            f"data.data_dir={tmp / 'data'}",
+            "trainer.steps=2",
+            "trainer.batch_size=4",
+            "trainer.log_every=2",
+            "trainer.eval_every=2",
+            "trainer.checkpoint_every=2",
+            "trainer.eval_images=4",
+            "trainer.final_eval_images=4",
+            "trainer.num_visualize=0",
+            "trainer.progress=false",
+            "trainer.tensorboard=false",
+        )
+        runs[name] = tmp / name
+        train(cfg, runs[name])
+    return runs
+
+
+def _table(folder: Path) -> list[dict]:
+    assert (folder / "summary.md").exists() and (folder / "plot.png").stat().st_size > 0
+    with (folder / "summary.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_paf_stages_tool(tiny_runs, tmp_path):
+    paf_stages.main([str(tiny_runs["paf"]), "--out", str(tmp_path), "--num-images", "6"])
+    rows = _table(tmp_path)
+    assert [r["decode_stage"] for r in rows] == ["1", "2"]
+    assert all(float(r["heatmap_mse"]) >= 0 for r in rows)
+    with pytest.raises(TypeError, match="not a PAF"):
+        paf_stages.evaluate_stages(tiny_runs["heatmap"], num_images=2)
+
+
+@pytest.mark.slow
+def test_matching_tool(tiny_runs, tmp_path):
+    rows = matching.main(
+        [str(tiny_runs["paf"]), "--out", str(tmp_path), "--num-images", "6", "--repeats", "1"]
+    )
+    assert [r["overrides"]["matcher"] for r in rows] == ["greedy", "optimal"]
+    assert all(r["metrics"]["network_calls"] == rows[0]["metrics"]["network_calls"] for r in rows)
+    assert rows[0]["metrics"]["same_as_greedy"] == 1.0
+    assert len(_table(tmp_path)) == 2
+
+
+@pytest.mark.slow
+def test_runtime_tool(tiny_runs, tmp_path):
+    rows = runtime.main(
+        [
+            "--top-down",
+            str(tiny_runs["heatmap"]),
+            "--bottom-up",
+            str(tiny_runs["paf"]),
+            "--out",
+            str(tmp_path),
+            "--max-people",
+            "2",
+            "--scenes",
+            "1",
+            "--repeats",
+            "1",
+            "--crop-batches",
+            "1",
+        ]
+    )
+    assert len(rows) == 4  # 2 runners x 2 people counts
+    one_crop = [r for r in rows if r["run"].startswith("top-down")]
+    assert [r["metrics"]["found_mean"] for r in one_crop] == [
+        r["metrics"]["people_mean"] for r in one_crop
+    ]  # top-down: one pose per box
+    assert "ms/person" in (tmp_path / "summary.md").read_text()
+    assert len(_table(tmp_path)) == 4
