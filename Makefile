@@ -40,7 +40,7 @@ compare: data
 	$(PY) -m posejax.experiments.summarize $(QUICK)/runs --out $(QUICK) \
 	  --title "E1 quick: formulation comparison (synthetic multi, validation)" \
 	  --command "make compare" --metrics PCK@0.2 PCK@0.2_torso OKS_AP OKS_AP50 mIoU \
-	  ms_per_image train_steps train_batch_size
+	  ms_per_image train_steps train_batch_size --plot ms_per_image PCK@0.2 --hue run
 
 # Speed benchmarks (scripts, not tests): JSON + markdown tables in benchmarks/results/.
 bench: data
