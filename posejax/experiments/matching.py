@@ -31,7 +31,7 @@ import numpy as np
 
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
 from posejax.experiments.common import MemoisedPredict, metric_row, restore_predict
-from posejax.experiments.summarize import write_table
+from posejax.experiments.summarize import save_figure, write_table
 from posejax.formulations.paf import PartAffinityFields
 from posejax.parsing.matching import MATCHERS
 from posejax.parsing.paf import group_people
@@ -147,11 +147,7 @@ def plot_matchers(rows: Sequence[dict], out_path: str | Path) -> Path:
     right.set_ylabel("parsing ms / image (mean)")
     for ax in (left, right):
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:

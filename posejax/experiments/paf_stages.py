@@ -29,7 +29,7 @@ import numpy as np
 from posejax.data.pipeline import make_eval_batches
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
 from posejax.experiments.common import MemoisedPredict, metric_row, restore_predict
-from posejax.experiments.summarize import write_table
+from posejax.experiments.summarize import save_figure, write_table
 from posejax.formulations.paf import PartAffinityFields
 
 METRICS = ("OKS_AP", "OKS_AP50", "OKS_AR", "PCK@0.2", "heatmap_mse", "paf_mse")
@@ -150,11 +150,7 @@ def plot_stages(rows: Sequence[dict], out_path: str | Path) -> Path:
     for ax in (left, right):
         ax.set_xticks(stages)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:

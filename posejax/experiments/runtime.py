@@ -33,7 +33,7 @@ import numpy as np
 from posejax.data import schema
 from posejax.data.render import SceneConfig, render_scene
 from posejax.experiments.common import metric_row
-from posejax.experiments.summarize import write_table
+from posejax.experiments.summarize import save_figure, write_table
 from posejax.inference.runners import STAGES, BottomUpRunner, TopDownRunner, load_runner
 
 METRICS = ("people_mean", "total_ms", *(f"{s}_ms" for s in STAGES), "found_mean")
@@ -141,11 +141,7 @@ def plot_runtime(rows: Sequence[dict], out_path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     left.legend(fontsize=7)
     right.legend(fontsize=6)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:

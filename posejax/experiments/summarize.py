@@ -208,6 +208,13 @@ def plot_rows(
     if hue:
         ax.legend(title=hue, fontsize=8)
     ax.grid(alpha=0.3)
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, out_path: str | Path) -> Path:
+    """Tight layout, write (PNG by the extension), close; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path)
