@@ -13,6 +13,7 @@ runs on 1 device, N local devices, or a pod.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -110,8 +111,6 @@ def derived_builder_config(builder: str, base: str | None, overrides: dict | Non
 
 
 def _replace_nested(obj, overrides: dict, where: str):
-    import dataclasses
-
     fields = {f.name for f in dataclasses.fields(obj)}
     changes = {}
     for key, value in overrides.items():
@@ -159,9 +158,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     eval_source = open_split(setup.data, setup.data.eval_split)
     processes = jax.process_count()
     local_batch = trainer.batch_size // processes
-    pipeline = setup.data.pipeline.__class__(
-        **{**setup.data.pipeline.__dict__, "batch_size": local_batch}
-    )
+    pipeline = dataclasses.replace(setup.data.pipeline, batch_size=local_batch)
     iterator = make_train_iterator(
         train_source, pipeline, shard_index=jax.process_index(), shard_count=processes
     )
@@ -194,6 +191,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     if restored is not None:
         start_step, state, data_state = restored
         state = jax.device_put(state, replicated)
+        _close(iterator)  # the fresh iterator below replaces it (and its worker processes)
         iterator = make_train_iterator(
             train_source, pipeline, shard_index=jax.process_index(), shard_count=processes
         )
@@ -268,7 +266,8 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
                 row["lr"] = float(schedule(done - 1))
                 row["images_per_sec"] = interval_steps * trainer.batch_size / max(elapsed, 1e-9)
                 row["skipped_steps"] = int(state.skipped_steps)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_sec']:.0f}")
+                loss_text = "skipped" if row["loss"] is None else f"{row['loss']:.4g}"
+                bar.set_postfix(loss=loss_text, img_s=f"{row['images_per_sec']:.0f}")
                 if done % trainer.eval_every == 0 or done == trainer.steps:
                     last = done == trainer.steps
                     result = evaluate(
@@ -297,9 +296,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
         bar.close()
         checkpointer.close()
         writer.close()
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
+        _close(iterator)
 
     if not final_metrics:  # resumed a run that had already finished: re-evaluate it
         final_metrics = evaluate(
@@ -315,6 +312,13 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     if is_chief:
         _write_atomic(run_dir / "final_metrics.json", json.dumps(final_metrics, indent=2))
     return final_metrics
+
+
+def _close(iterator) -> None:
+    """Grain iterators with worker processes must be closed; plain ones have no close()."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 def _write_atomic(path: Path, text: str) -> None:
