@@ -12,7 +12,6 @@ from posejax.train.optim import OptimConfig
 from posejax.train.setup import TrainerConfig, build_formulation, data_config, validate
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "conf"
-HAS_PAF = (CONF_DIR / "formulation" / "paf.yaml").is_file()
 
 
 def composed(*overrides: str):
@@ -72,12 +71,7 @@ def test_data_presets(data, builder, top_down, bottom_up, monkeypatch):
         ("coco_topdown_heatmap", (256, 192), "coco_keypoints"),
         ("mpii_heatmap", (256, 256), "mpii_human_pose"),
         ("lsp_heatmap", (256, 256), "lsp"),
-        pytest.param(
-            "coco_bottomup_paf",
-            (368, 368),
-            "coco_keypoints",
-            marks=pytest.mark.skipif(not HAS_PAF, reason="conf/formulation/paf.yaml not there"),
-        ),
+        ("coco_bottomup_paf", (368, 368), "coco_keypoints"),
     ],
 )
 def test_gpu_experiment_presets(experiment, input_size, builder):

@@ -7,6 +7,7 @@ at the fixture's own file names, so the fixture folder itself is the manual dir.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -17,8 +18,7 @@ from posejax.data.coco import CocoKeypoints
 from posejax.data.coco_export import split_to_coco
 from posejax.evaluation import coco_keypoint_ap
 
-FIXTURE = pathlib.Path("/work/shared/fixtures/real/mmpose/coco")
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason="COCO fixture not available")
+FIXTURE = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/coco"
 
 
 @pytest.fixture(scope="module")

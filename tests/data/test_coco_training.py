@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 
 import pytest
@@ -17,8 +18,7 @@ from hydra import compose, initialize_config_dir
 from posejax.evaluation import coco_keypoint_ap
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf"
-FIXTURE = pathlib.Path("/work/shared/fixtures/real/mmpose/coco")
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason="COCO fixture not available")
+FIXTURE = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/coco"
 
 
 def test_short_heatmap_training_on_coco_evaluates_with_pycocotools(tmp_path):

@@ -3,53 +3,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib.abc
 import json
+import os
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 import scipy.io
 import tensorflow_datasets as tfds
+from tf_guard import no_tensorflow_import
 
 from posejax.data._builder_utils import BadExampleError
 from posejax.data.mpii import BOX_MARGIN, COCO_FROM_MPII, MpiiHumanPose
 
-FIXTURE = pathlib.Path("/work/shared/fixtures/real/mmpose/mpii")
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason="MPII fixture not available")
-
-
-class _RecordTensorflowImports(importlib.abc.MetaPathFinder):
-    """Records every attempt to import tensorflow. ``importlib.util.find_spec`` probes (etils
-    asks whether TF is installed) are not imports and are let through."""
-
-    def __init__(self):
-        self.attempts: list[str] = []
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == "tensorflow" or fullname.startswith("tensorflow."):
-            frame = sys._getframe(1)
-            while frame is not None:
-                code = frame.f_code
-                if code.co_name == "find_spec" and "importlib.util" in code.co_filename:
-                    return None
-                frame = frame.f_back
-            self.attempts.append(fullname)
-        return None
-
-
-@contextlib.contextmanager
-def no_tensorflow_import():
-    finder = _RecordTensorflowImports()
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
-    assert not finder.attempts, f"tensorflow import attempted: {finder.attempts}"
-    assert "tensorflow" not in sys.modules
+FIXTURE = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/mpii"
 
 
 def fixture_records() -> list[dict]:

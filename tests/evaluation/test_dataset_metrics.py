@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 
 import numpy as np
@@ -23,7 +24,7 @@ from posejax.evaluation.dataset_metrics import (
     per_joint_table,
 )
 
-MPII_FIXTURE = pathlib.Path("/work/shared/fixtures/real/mmpose/mpii/test_mpii.json")
+MPII_FIXTURE = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/mpii/test_mpii.json"
 
 M = {name: i for i, name in enumerate(MPII_JOINTS)}
 L = {name: i for i, name in enumerate(LSP_JOINTS)}
@@ -175,7 +176,6 @@ def test_dataset_metrics_lsp_and_unknown_skeletons():
     assert math.isnan(empty["LSP_PCK@0.2"])
 
 
-@pytest.mark.skipif(not MPII_FIXTURE.is_file(), reason="MPII fixture not available")
 def test_mpii_fixture_pelvis_and_thorax_are_joint_midpoints():
     """The derivation rule on real annotations: within PCKh@0.1 of the annotated joints."""
     records = json.loads(MPII_FIXTURE.read_text())

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -6,9 +7,7 @@ import pytest
 
 from posejax.evaluation import coco_keypoint_ap, confusion_matrix, mean_iou, pck, torso_size
 
-COCO_FIXTURE = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "real" / "mmpose" / "coco"
-)
+COCO_FIXTURE = Path(os.environ["POSEJAX_FIXTURES"]) / "real" / "mmpose" / "coco"
 
 
 def _gt_as_results(gt: dict) -> list[dict]:

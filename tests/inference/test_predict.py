@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 from typing import ClassVar
@@ -24,9 +25,8 @@ from posejax.inference.predict import main
 from posejax.inference.runners import STAGES, BottomUpRunner, TopDownRunner, make_runner
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf"
-COCO = pathlib.Path("/work/shared/fixtures/real/mmpose/coco")
+COCO = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/coco"
 PHOTO = COCO / "000000196141.jpg"  # 640x429, five annotated people (one with no keypoints)
-needs_fixture = pytest.mark.skipif(not COCO.is_dir(), reason="COCO fixture not available")
 
 PAF_NODE = {  # used when conf/formulation/paf.yaml does not exist yet
     "_target_": "posejax.formulations.paf.PartAffinityFields",
@@ -98,7 +98,6 @@ def gt_boxes_of(image_id: int) -> int:
     )
 
 
-@needs_fixture
 def test_top_down_with_ground_truth_boxes(run_dirs, tmp_path):
     out = tmp_path / "out"
     assert main([str(run_dirs("heatmap")), str(PHOTO), "--gt", str(COCO / "test_coco.json"),
@@ -109,7 +108,6 @@ def test_top_down_with_ground_truth_boxes(run_dirs, tmp_path):
     assert {r["image_id"] for r in results} == {196141}
 
 
-@needs_fixture
 def test_top_down_whole_image_by_default_on_a_folder(run_dirs, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -125,7 +123,6 @@ def test_top_down_whole_image_by_default_on_a_folder(run_dirs, tmp_path):
     assert sorted(r["image_id"] for r in results) == [785, 40083]
 
 
-@needs_fixture
 def test_top_down_detections_threshold_and_overlays(run_dirs, tmp_path):
     detections = json.loads((COCO / "test_coco_det_AP_H_56.json").read_text())
     kept = [d for d in detections if d["image_id"] == 196141 and d["score"] >= 0.8]
@@ -143,7 +140,6 @@ def test_top_down_detections_threshold_and_overlays(run_dirs, tmp_path):
         assert cv2.imread(str(path)) is not None
 
 
-@needs_fixture
 def test_bottom_up_reads_the_whole_image(run_dirs, tmp_path):
     out = tmp_path / "out"
     argv = [str(run_dirs("paf")), str(PHOTO), "--out", str(out), "--overlays",

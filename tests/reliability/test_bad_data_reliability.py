@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 
 import numpy as np
@@ -34,9 +35,8 @@ from posejax.formulations.paf import PartAffinityFields
 from posejax.train.loop import open_split
 from posejax.train.setup import data_config
 
-FIXTURE = pathlib.Path("/work/shared/fixtures/real/mmpose/coco")
+FIXTURE = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/coco"
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf"
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason="COCO fixture not available")
 
 EMPTY_IMAGE_ID = 999  # an extra image (a copy of image 785) without any annotation
 
