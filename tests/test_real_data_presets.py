@@ -8,8 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from posejax.train.optim import OptimConfig
-from posejax.train.setup import TrainerConfig, build_formulation, data_config, validate
+from posejax.train.setup import check_config
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "conf"
 
@@ -21,20 +20,8 @@ def composed(*overrides: str):
 
 def startup_checks(cfg):
     """What ``build_setup`` checks, without building the model: ``(trainer, data, formulation)``."""
-    trainer = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
-    stride = int(cfg.backbone.output_stride)
-    mode = build_formulation(cfg, stride=stride, input_size=(64, 64)).input_mode
-    data = data_config(
-        cfg,
-        mode,
-        batch_size=trainer.batch_size,
-        eval_batch_size=trainer.eval_batch_size or trainer.batch_size,
-        seed=0,
-    )
-    validate(trainer, data, stride, num_devices=1)
-    formulation = build_formulation(cfg, stride=stride, input_size=data.pipeline.input_size)
-    return trainer, data, formulation
+    checked = check_config(cfg, num_devices=1)
+    return checked.trainer, checked.data, checked.formulation
 
 
 @pytest.mark.parametrize(

@@ -25,14 +25,7 @@ from posejax.experiments import matching, paf_stages, runtime
 from posejax.experiments.common import MemoisedPredict
 from posejax.experiments.paf_stages import PafStageDecoder
 from posejax.formulations.paf import PartAffinityFields
-from posejax.train.optim import OptimConfig
-from posejax.train.setup import (
-    TrainerConfig,
-    build_backbone,
-    build_formulation,
-    data_config,
-    validate,
-)
+from posejax.train.setup import build_backbone, check_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -58,19 +51,7 @@ def sweep_points(cfg) -> list[list[str]]:
 
 def startup_checks(cfg) -> None:
     """What ``build_setup`` checks, with the backbone built abstractly (no parameters)."""
-    trainer = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
-    stride = int(cfg.backbone.output_stride)
-    mode = build_formulation(cfg, stride=stride, input_size=(64, 64)).input_mode
-    data = data_config(
-        cfg,
-        mode,
-        batch_size=trainer.batch_size,
-        eval_batch_size=trainer.eval_batch_size or trainer.batch_size,
-        seed=0,
-    )
-    validate(trainer, data, stride, num_devices=1)
-    build_formulation(cfg, stride=stride, input_size=data.pipeline.input_size)
+    check_config(cfg, num_devices=1)
     nnx.eval_shape(lambda: build_backbone(cfg, dtype=np.float32, rngs=nnx.Rngs(0)))
 
 
