@@ -11,6 +11,8 @@ inverse of each example's affine transform, and scores them against the split's 
   were cropped for; bottom-up predictions are matched to ground-truth people greedily by OKS
   (an unmatched person scores 0 on every joint);
 * mIoU for formulations that label pixels;
+* ``people_found_ratio``: people predicted / scorable people present (bottom-up: how well the
+  parser counts the crowd; 1 for top-down, one prediction per ground-truth box);
 * milliseconds per *image* (network + decoding, whole images: a top-down image costs one crop
   per person), excluding the first batch, which pays for compilation.
 
@@ -80,6 +82,7 @@ def evaluate(
     encode: Callable | None = None,
     keep_samples: int = 0,
     gt: dict | None = None,
+    oracle: bool = False,
 ) -> EvalOutput:
     """Evaluate ``predict`` on the first ``num_images`` images of ``source``.
 
@@ -92,7 +95,12 @@ def evaluate(
       encode: jitted ``formulation.encode``, needed only when the formulation labels pixels.
       keep_samples: number of examples whose inputs, poses and display maps are kept.
       gt: precomputed COCO ground truth for the same image prefix (saves one pass).
+      oracle: score a perfect network instead of ``predict`` (which is then unused): each
+        batch's outputs are ``formulation.oracle_outputs(encode(batch))``, so the metrics are
+        the ceiling the encoding, decoding and parsing impose. Needs ``encode``.
     """
+    if oracle and encode is None:
+        raise ValueError("evaluate(oracle=True) needs encode= (the targets are the outputs)")
     subset = ImagePrefix(source, num_images)
     if gt is None:
         gt = split_to_coco(subset)
@@ -107,7 +115,10 @@ def evaluate(
     first = True
     for batch in make_eval_batches(subset, pipeline):
         t0 = time.perf_counter()
-        outputs = jax.block_until_ready(predict(batch["image"]))
+        if oracle:
+            outputs = formulation.oracle_outputs(encode(batch))
+        else:
+            outputs = jax.block_until_ready(predict(batch["image"]))
         host_outputs = jax.device_get(outputs)
         predictions = formulation.decode(host_outputs)
         elapsed = time.perf_counter() - t0
@@ -152,15 +163,21 @@ def evaluate(
     evaluated_ids = sorted({img["id"] for img in gt["images"]})
     stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
     metrics = {f"OKS_{k}": v for k, v in stats.items()}
+    people = _people_table(subset)
     metrics.update(
         _pck_metrics(
-            _people_table(subset),
+            people,
             image_ids,
             poses_orig,
             scores_all,
             crop_of,
             pipeline.mode == TOP_DOWN,
         )
+    )
+    # Bottom-up decoders return only the people they are confident of (each parser's own
+    # score threshold), top-down ones one person per crop (ratio 1 by construction).
+    metrics["people_found_ratio"] = (
+        sum(len(p) for p in poses_orig) / len(people.keys) if people.keys else float("nan")
     )
     if confusion is not None:
         metrics["mIoU"], _ = mean_iou(confusion)

@@ -90,6 +90,15 @@ class Formulation(abc.ABC):
     def decode(self, outputs: Outputs) -> list[PosePrediction]:
         """Host-side: NumPy outputs of a batch -> one :class:`PosePrediction` per example."""
 
+    @abc.abstractmethod
+    def oracle_outputs(self, targets: Targets) -> Outputs:
+        """What a perfect network would output: ``targets`` laid out as the head's outputs.
+
+        ``decode(oracle_outputs(encode(batch)))`` measures the ceiling that the encoding, the
+        decoding and (bottom-up) the parsing impose before any learning: the oracle rows of E1
+        (``python -m posejax.evaluate RUN_DIR --oracle``).
+        """
+
     def display_maps(self, outputs: Outputs) -> dict[str, np.ndarray]:
         """Named ``(B, H, W)`` or ``(B, H, W, 3)`` arrays worth looking at (for PNG summaries)."""
         return {}

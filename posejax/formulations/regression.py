@@ -349,6 +349,15 @@ class CoordinateRegression(Formulation):
         total = total + self.visibility_weight * terms["visibility"]
         return total, terms
 
+    def oracle_outputs(self, targets: Targets) -> Outputs:
+        """The target coordinates at every stage; labelled joints get score ~1."""
+        coords = targets[COORDS]
+        stacked = jnp.broadcast_to(
+            coords[:, None], (coords.shape[0], self.stages, *coords.shape[1:])
+        )
+        logits = jnp.where(targets[WEIGHTS] > 0, 10.0, -10.0)
+        return {COORDS: stacked, VISIBILITY_LOGITS: logits}
+
     def decode(self, outputs: Outputs) -> list[PosePrediction]:
         """Last stage's estimate in input pixels; score = sigmoid(visibility logit)."""
         coords = np.asarray(outputs[COORDS], np.float32)[:, -1]  # (B, K, 2)

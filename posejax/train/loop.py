@@ -234,6 +234,9 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     sums: dict[str, jax.Array] | None = None
     reported_skips = 0
     interval_steps, interval_start = 0, time.perf_counter()
+    # Training wall time (evaluation excluded), carried over a resume: the x axis of the
+    # learning curves against time and the budget column of the comparison tables.
+    train_seconds = _last_logged(run_dir / "metrics.jsonl", start_step, "train_seconds")
     batch = first_batch
     bar = tqdm(
         total=trainer.steps,
@@ -260,12 +263,14 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
                 )
                 host = jax.device_get(sums)
                 elapsed = time.perf_counter() - interval_start
+                train_seconds += elapsed
                 # Means over the applied steps: a skipped step's NaN does not blank the row.
                 applied = float(host.pop("applied_steps"))
                 row = {k: float(v) / applied if applied else None for k, v in host.items()}
                 row["lr"] = float(schedule(done - 1))
                 row["images_per_sec"] = interval_steps * trainer.batch_size / max(elapsed, 1e-9)
                 row["skipped_steps"] = int(state.skipped_steps)
+                row["train_seconds"] = train_seconds
                 loss_text = "skipped" if row["loss"] is None else f"{row['loss']:.4g}"
                 bar.set_postfix(loss=loss_text, img_s=f"{row['images_per_sec']:.0f}")
                 if done % trainer.eval_every == 0 or done == trainer.steps:
@@ -309,9 +314,26 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
         ).metrics
     final_metrics["train_steps"] = float(trainer.steps)
     final_metrics["train_batch_size"] = float(trainer.batch_size)
+    final_metrics["train_minutes"] = (
+        _last_logged(run_dir / "metrics.jsonl", trainer.steps, "train_seconds") / 60.0
+    )
     if is_chief:
         _write_atomic(run_dir / "final_metrics.json", json.dumps(final_metrics, indent=2))
     return final_metrics
+
+
+def _last_logged(path: Path, step: int, key: str) -> float:
+    """``key`` of the last ``metrics.jsonl`` row at or before ``step`` (0.0 if none)."""
+    value = 0.0
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if row.get("step", step + 1) <= step and row.get(key) is not None:
+                value = float(row[key])
+    return value
 
 
 def _close(iterator) -> None:
@@ -384,22 +406,30 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def run_setup(run_dir: str | Path, *, overrides: dict | None = None):
+    """The :class:`Setup` of a run directory, from its saved ``config.json`` (with optional
+    ``overrides`` merged in); needs no checkpoint."""
+    from omegaconf import OmegaConf
+
+    config_path = Path(run_dir).absolute() / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(
+            f"{config_path} not found: is {config_path.parent} a posejax run directory?"
+        )
+    cfg = OmegaConf.create(json.loads(config_path.read_text()))
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
+    return build_setup(cfg)
+
+
 def restore_run(run_dir: str | Path, *, overrides: dict | None = None):
     """Rebuild a finished (or interrupted) run from its directory.
 
     Returns ``(setup, model_def, params, step)``: the setup from its saved ``config.json`` (with
     optional ``overrides`` merged in, e.g. another eval split) and its newest parameters.
     """
-    from omegaconf import OmegaConf
-
     run_dir = Path(run_dir).absolute()
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} not found: is {run_dir} a posejax run directory?")
-    cfg = OmegaConf.create(json.loads(config_path.read_text()))
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
-    setup = build_setup(cfg)
+    setup = run_setup(run_dir, overrides=overrides)
     model_def = ModelDef(setup.model)
     checkpointer = Checkpointer(run_dir / "checkpoints")
     # No target: orbax returns the saved tree as nested dicts; only the parameters are needed.
