@@ -81,6 +81,13 @@ COCO_LIMBS: tuple[tuple[int, int], ...] = (
 )
 NUM_LIMBS = len(COCO_LIMBS)
 
+# Skip connections that keep a person truncated at a shoulder or a hip in one piece for PAF
+# parsing: elbow-hip and shoulder-knee on each side. Without them the arm of a person whose
+# shoulder is outside the frame (or the leg of one cut at the hip) is a separate fragment that
+# no parser can attach (unlabelled keypoints get no field); on synthetic_people they lift the
+# perfect-map ceiling by ~4 OKS AP (experiments/e1_formulations/README.md).
+PAF_SKIP_LIMBS: tuple[tuple[int, int], ...] = ((7, 11), (8, 12), (5, 13), (6, 14))
+
 # Per-keypoint OKS constants sigma_i from the COCO keypoint evaluation (cocoeval.py uses these).
 COCO_SIGMAS: np.ndarray = (
     np.array(

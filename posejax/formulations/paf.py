@@ -187,7 +187,10 @@ class PartAffinityFields(Formulation):
       foreground_weight: ``alpha`` of the per-pixel loss weight ``1 + alpha |target|``; 0 is
         the paper's plain masked L2. A positive value keeps short CPU runs from settling on
         all-zero maps when few pixels are positive.
-      limbs: ``L`` pairs of keypoint indices, the PAF channel order.
+      limbs: pairs of keypoint indices, the PAF channel order (the 19 COCO limbs of OpenPose).
+      skip_limbs: append :data:`posejax.skeleton.PAF_SKIP_LIMBS` (elbow-hip, shoulder-knee) to
+        ``limbs``, so that people truncated at a shoulder or a hip stay one connected person
+        (``L = 23``); False gives the paper's graph.
       matcher: ``"greedy"`` (OpenPose) or ``"optimal"`` (Hungarian) per-limb matching.
       peak_threshold, subpixel, max_candidates, num_samples, sample_threshold,
         min_positive_fraction, distance_prior, min_parts, min_person_score: parsing settings,
@@ -202,6 +205,7 @@ class PartAffinityFields(Formulation):
     extend_limb_ends: bool = True
     foreground_weight: float = 0.0
     limbs: tuple[tuple[int, int], ...] = skeleton.COCO_LIMBS
+    skip_limbs: bool = False
     matcher: str = "greedy"
     peak_threshold: float = 0.1
     subpixel: bool = True
@@ -217,7 +221,11 @@ class PartAffinityFields(Formulation):
 
     def __post_init__(self):
         # Hydra hands lists; keep the dataclass hashable (it may be a static jit argument).
-        object.__setattr__(self, "limbs", tuple((int(a), int(b)) for a, b in self.limbs))
+        limbs = tuple((int(a), int(b)) for a, b in self.limbs)
+        if self.skip_limbs:
+            # Idempotent, as dataclasses.replace() runs __post_init__ again on the full tuple.
+            limbs += tuple(pair for pair in skeleton.PAF_SKIP_LIMBS if pair not in limbs)
+        object.__setattr__(self, "limbs", limbs)
         if self.matcher not in MATCHERS:
             raise ValueError(f"matcher must be one of {MATCHERS}, got {self.matcher!r}")
         if self.stages < 1:
@@ -302,6 +310,13 @@ class PartAffinityFields(Formulation):
                 PosePrediction(poses=poses.astype(np.float32), scores=scores.astype(np.float32))
             )
         return predictions
+
+    def oracle_outputs(self, targets) -> dict[str, jax.Array]:
+        """The target maps at every stage."""
+        return {
+            key: jnp.broadcast_to(targets[key], (self.stages, *targets[key].shape))
+            for key in ("heatmaps", "pafs")
+        }
 
     def display_maps(self, outputs) -> dict[str, np.ndarray]:
         heatmaps = np.asarray(outputs["heatmaps"][-1])

@@ -317,7 +317,7 @@ def group_people(
         distance_prior=distance_prior,
     )
 
-    # Matched pairs, by limb (the order assembly visits them), then by decreasing score.
+    # Matched pairs, by limb, then by decreasing score.
     if matcher == "greedy":
         chosen = np.flatnonzero(valid)
         chosen = chosen[
@@ -332,6 +332,10 @@ def group_people(
             rows, cols = match_optimal(score[block].reshape(shape), valid[block].reshape(shape))
             blocks.append(block.start + rows * shape[1] + cols)
         chosen = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+    # Assembly visits the matched connections of all limbs by decreasing score (not limb by
+    # limb): a confident connection is never blocked by a weaker one of an earlier limb that
+    # took its part slot first (+0.8 oracle AP on synthetic crowds, see E1's README).
+    chosen = chosen[np.argsort(-score[chosen], kind="stable")]
     connections = zip(
         limb_parts[pair_limb[chosen], 0].tolist(),
         limb_parts[pair_limb[chosen], 1].tolist(),
