@@ -109,9 +109,32 @@ def test_multi_scenes_are_varied(scenes):
     v = np.concatenate([ex[schema.KEYPOINTS][..., 2].ravel() for ex in outs])
     fractions = {k: np.mean(v == k) for k in (0, 1, 2)}
     assert fractions[1] > 0.05 and fractions[0] > 0.02 and fractions[2] > 0.5, fractions
-    # people of very different sizes
+    # people of very different sizes (truncation makes some boxes small), most of them with a
+    # COCO "medium" OKS area (>= 32^2 visible pixels), none "large" at 128x128
     heights = np.concatenate([ex[schema.BOXES][:, 3] for ex in outs])
-    assert heights.min() < 0.25 * cfg.image_size[0] and heights.max() > 0.8 * cfg.image_size[0]
+    assert heights.min() < 0.3 * cfg.image_size[0] and heights.max() > 0.9 * cfg.image_size[0]
+    areas = np.concatenate([ex[schema.AREA] for ex in outs])
+    assert np.mean(areas >= 32**2) > 0.5 and areas.max() < 96**2
+
+
+def _max_box_iou(boxes: np.ndarray) -> np.ndarray:
+    """Per person, the largest IoU of its (visible) box with another person's box."""
+    lo, hi = boxes[:, :2], boxes[:, :2] + boxes[:, 2:]
+    inter = np.prod(np.clip(np.minimum(hi[:, None], hi) - np.maximum(lo[:, None], lo), 0, None), -1)
+    area = np.prod(boxes[:, 2:], -1)
+    iou = inter / (area[:, None] + area - inter)
+    np.fill_diagonal(iou, 0.0)
+    return iou.max(axis=1) if len(boxes) > 1 else np.zeros(len(boxes))
+
+
+def test_placement_limits_but_keeps_overlap(scenes):
+    outs, cfg = scenes
+    free = dataclasses.replace(cfg, placement_tries=0)
+    crowded = [render_scene(np.random.default_rng([7, i]), free) for i in range(len(outs))]
+    limited = np.concatenate([_max_box_iou(ex[schema.BOXES]) for ex in outs])
+    independent = np.concatenate([_max_box_iou(ex[schema.BOXES]) for ex in crowded])
+    assert np.mean(limited > 0.5) < 0.5 * np.mean(independent > 0.5)
+    assert np.mean(limited > 0.2) > 0.15  # people still overlap and occlude each other
 
 
 def test_render_is_deterministic():
