@@ -1,0 +1,240 @@
+"""posejax's compiled train step against the same network written in PyTorch, on the same CPU.
+
+Two networks, each the default of its formulation family, built from the Hydra config (so the
+crop size, widths and optimizer are whatever ``conf/`` says today):
+
+* ``heatmap``: top-down Gaussian heatmaps (``formulation=heatmap``, ``backbone=small``) at the
+  config's ``data.top_down.input_size``;
+* ``paf``: bottom-up Part Affinity Fields (``formulation=paf_quick``) at the config's
+  ``data.bottom_up.input_size``.
+
+The posejax side is the training loop's own jitted step (``benchmarks/common.Trainer``); the
+torch side is ``benchmarks/torch_twin.py`` (eager, CPU build, its default NCHW layout unless
+``--torch-channels-last``). Both train on the same pre-read batches, steps include target
+encoding, loss, backward, clipping and AdamW. Rounds alternate between the two in one process
+(posejax first in even rounds, torch first in odd ones, so a change in machine load hits both);
+each side's step time is the median over rounds. Ratio = posejax images/s / torch images/s.
+
+Needs the optional extra: ``pip install -e .[bench]`` (torch pinned to a CPU build). Without
+torch the script says so and exits 0, so ``make bench`` still runs the other benchmarks.
+
+Run:  .venv/bin/python benchmarks/bench_vs_torch.py [--networks heatmap paf] [overrides...]
+(writes benchmarks/results/bench_vs_torch.json and .md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from common import (
+    Trainer,
+    compose_config,
+    data_dir_override,
+    markdown_table,
+    median,
+    write_report,
+)
+from omegaconf import OmegaConf
+
+NETWORKS = {"heatmap": "heatmap", "paf": "paf_quick"}  # network -> conf/formulation/<name>
+
+
+def _timed(fn, steps: int) -> float:
+    """Seconds per call of ``fn`` over ``steps`` calls (``fn`` blocks until done)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def compare(network: str, overrides: list[str], args) -> dict:
+    from torch_twin import TorchTwin
+
+    from posejax.train.optim import learning_rate_schedule
+
+    cfg = compose_config([f"formulation={NETWORKS[network]}", *data_dir_override(), *overrides])
+    trainer = Trainer(cfg)
+    setup = trainer.setup
+    iterator = trainer.iterator()
+    host_batches = [next(iterator) for _ in range(4)]
+
+    # posejax: the loop's jitted step, on batches already on the device.
+    jax_batches = [trainer.shard(b) for b in host_batches]
+    rng = jax.random.key(0)
+    state = trainer.state
+    step = trainer.compiled_step
+    flops = trainer.step_flops()
+    calls = 0
+
+    def jax_step():
+        nonlocal state, calls
+        state, metrics = step(state, jax_batches[calls % len(jax_batches)], rng)
+        jax.block_until_ready((state, metrics))
+        calls += 1
+
+    # torch: the twin, on the same batches as CPU tensors.
+    schedule = learning_rate_schedule(setup.optim, setup.trainer.steps)
+    lrs = np.asarray(jax.vmap(schedule)(jnp.arange(setup.trainer.steps)))
+    twin = TorchTwin(
+        setup.formulation,
+        OmegaConf.to_container(cfg.backbone, resolve=True),
+        clip_norm=setup.optim.clip_norm,
+        weight_decay=setup.optim.weight_decay,
+        lr_schedule=lrs,
+        channels_last=args.torch_channels_last,
+        seed=setup.trainer.seed,
+    )
+    torch_batches = [twin.to_tensors(b) for b in host_batches]
+    torch_calls = 0
+
+    def torch_step():
+        nonlocal torch_calls
+        twin.train_step(torch_batches[torch_calls % len(torch_batches)])
+        torch_calls += 1
+
+    jax_params = sum(x.size for x in jax.tree.leaves(state.params))
+    if jax_params != twin.num_params():
+        raise AssertionError(
+            f"{network}: the torch twin has {twin.num_params()} parameters, posejax {jax_params}"
+        )
+
+    import torch
+
+    # torch at each thread count (its OpenMP threads spin-wait, which collapses on a loaded
+    # machine: 1 thread can beat 2 by 10x there), posejax as XLA:CPU configures itself.
+    def torch_at(threads: int):
+        def run():
+            torch.set_num_threads(threads)
+            torch_step()
+
+        return run
+
+    timers = {"posejax": jax_step} | {f"torch_{n}t": torch_at(n) for n in args.torch_threads}
+    for fn in timers.values():  # warm-up (allocator, thread pools, oneDNN primitives)
+        fn()
+        fn()
+    slowest = max(_timed(fn, 1) for fn in timers.values())
+    steps = max(2, min(args.steps, int(args.round_seconds / slowest)))
+    times = {name: [] for name in timers}
+    names = list(timers)
+    for r in range(args.rounds):
+        # Rotate the order every round, so a change in machine load hits every side alike.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(_timed(timers[name], steps))
+    trainer.state = state
+    batch = setup.trainer.batch_size
+    step_s = {name: median(t) for name, t in times.items()}
+    best_torch = min((n for n in names if n != "posejax"), key=step_s.get)
+    return {
+        "network": network,
+        "formulation": NETWORKS[network],
+        "input_size": list(setup.data.pipeline.input_size),
+        "batch_size": batch,
+        "parameters": jax_params,
+        "flops_per_step": flops,
+        "steps_per_round": steps,
+        "step_ms": {n: 1e3 * t for n, t in step_s.items()},
+        "step_ms_rounds": {n: [1e3 * x for x in t] for n, t in times.items()},
+        "images_per_sec": {n: batch / t for n, t in step_s.items()},
+        "best_torch": best_torch,
+        "posejax_images_per_sec": batch / step_s["posejax"],
+        "torch_images_per_sec": batch / step_s[best_torch],
+        "ratio": step_s[best_torch] / step_s["posejax"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", nargs="*", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round (at most)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--round-seconds", type=float, default=2.0, help="fewer steps beyond")
+    parser.add_argument("--torch-channels-last", action="store_true")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        nargs="*",
+        default=None,
+        help="torch thread counts to time (default: 1 and torch's own); the best one counts",
+    )
+    parser.add_argument("--tag", default="", help="results go to bench_vs_torch[_TAG].json/.md")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for both networks")
+    args = parser.parse_args()
+
+    if importlib.util.find_spec("torch") is None:
+        print("bench_vs_torch: torch is not installed (pip install -e .[bench]); skipped")
+        return 0
+    import torch
+
+    args.torch_threads = sorted(set(args.torch_threads or [1, torch.get_num_threads()]))
+    rows = []
+    for network in args.networks:
+        row = compare(network, args.overrides, args)
+        rows.append(row)
+        print(
+            f"{network}: "
+            + ", ".join(f"{n} {v:.1f} img/s" for n, v in row["images_per_sec"].items())
+            + f"; ratio posejax / best torch ({row['best_torch']}) {row['ratio']:.2f}",
+            flush=True,
+        )
+    layout = "channels_last" if args.torch_channels_last else "NCHW (default)"
+    table = [
+        "# posejax vs PyTorch: train step on the same CPU",
+        "",
+        "The same network, optimizer and loss in posejax (the training loop's jitted step) and "
+        f"in PyTorch {torch.__version__} (eager, {layout}, timed at {args.torch_threads} threads; "
+        "the fastest counts); "
+        f"pre-read batches; {args.rounds} alternating rounds of up to {args.steps} steps in one "
+        "process, order rotated every round, medians. Ratio = posejax images/s / the best "
+        "PyTorch images/s." + "".join(f" {o}" for o in args.overrides),
+        "",
+        *markdown_table(
+            [
+                "network",
+                "input",
+                "batch",
+                "params",
+                "posejax ms/step",
+                *[f"torch {n}t ms/step" for n in args.torch_threads],
+                "posejax img/s",
+                "best torch img/s",
+                "ratio",
+            ],
+            [
+                [
+                    f"{r['network']} (`{r['formulation']}`)",
+                    "x".join(map(str, r["input_size"])),
+                    str(r["batch_size"]),
+                    f"{r['parameters'] / 1e6:.2f}M",
+                    f"{r['step_ms']['posejax']:.1f}",
+                    *[f"{r['step_ms'][f'torch_{n}t']:.1f}" for n in args.torch_threads],
+                    f"{r['posejax_images_per_sec']:.1f}",
+                    f"{r['torch_images_per_sec']:.1f}",
+                    f"{r['ratio']:.2f}",
+                ]
+                for r in rows
+            ],
+        ),
+    ]
+    write_report(
+        "bench_vs_torch" + (f"_{args.tag}" if args.tag else ""),
+        {
+            "settings": vars(args),
+            "torch": {"version": torch.__version__, "layout": layout},
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "rows": rows,
+        },
+        table,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
