@@ -30,17 +30,29 @@ data: setup
 	$(PY) -m posejax.data.build synthetic_people --config multi --data-dir data
 
 # E1 quick: every formulation on the same backbone, data and budget, then the mean-pose
-# baseline, then one table. Re-running resumes/reuses finished runs.
+# baseline, the oracle rows (each formulation's own targets decoded: the ceiling of its
+# encoding, decoding and parsing), the learning curves and one table. Re-running resumes/reuses
+# finished runs.
+COMMA := ,
+E1_RUNS := $(QUICK)/runs
+E1_TRAINED := $(subst $(COMMA), ,$(TOP_DOWN)) paf_quick
 compare: data
 	$(PY) -m posejax.train -m experiment=e1_quick formulation=$(TOP_DOWN) \
-	  hydra.sweep.dir=$(QUICK)/runs 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
+	  hydra.sweep.dir=$(E1_RUNS) 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
 	$(PY) -m posejax.train -m experiment=e1_quick_paf \
-	  hydra.sweep.dir=$(QUICK)/runs 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
-	$(PY) -m posejax.evaluation.baseline experiment=e1_quick run_dir=$(QUICK)/runs/mean_pose
-	$(PY) -m posejax.experiments.summarize $(QUICK)/runs --out $(QUICK) \
+	  hydra.sweep.dir=$(E1_RUNS) 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
+	$(PY) -m posejax.evaluation.baseline experiment=e1_quick run_dir=$(E1_RUNS)/mean_pose
+	for run in $(E1_TRAINED); do \
+	  $(PY) -m posejax.evaluate $(E1_RUNS)/$$run --oracle --num-images 300 \
+	    --out $(E1_RUNS)/oracle/$$run > /dev/null || exit 1; \
+	done
+	$(PY) -m posejax.experiments.learning_curves $(addprefix $(E1_RUNS)/,$(E1_TRAINED)) \
+	  --out $(QUICK) --title "E1 quick: validation metrics during training"
+	$(PY) -m posejax.experiments.summarize $(E1_RUNS) --out $(QUICK) \
 	  --title "E1 quick: formulation comparison (synthetic multi, validation)" \
-	  --command "make compare" --metrics PCK@0.2 PCK@0.2_torso OKS_AP OKS_AP50 mIoU \
-	  ms_per_image train_steps train_batch_size --plot ms_per_image PCK@0.2 --hue run
+	  --command "make compare" --metrics OKS_AP OKS_AP50 OKS_APm OKS_APl PCK@0.2 \
+	  PCK@0.2_torso mIoU people_found_ratio ms_per_image train_steps train_batch_size \
+	  train_minutes --plot ms_per_image OKS_AP --hue run
 
 # Speed benchmarks (scripts, not tests): JSON + markdown tables in benchmarks/results/.
 bench: data
