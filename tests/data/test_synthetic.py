@@ -108,7 +108,8 @@ def test_multi_scenes_are_varied(scenes):
     assert len(set(counts)) >= 4
     v = np.concatenate([ex[schema.KEYPOINTS][..., 2].ravel() for ex in outs])
     fractions = {k: np.mean(v == k) for k in (0, 1, 2)}
-    assert fractions[1] > 0.05 and fractions[0] > 0.02 and fractions[2] > 0.5, fractions
+    # 2.0.0's large people are often cut by the frame: about a third of the slots are v = 0
+    assert fractions[1] > 0.1 and fractions[0] > 0.2 and fractions[2] > 0.4, fractions
     # people of very different sizes (truncation makes some boxes small), most of them with a
     # COCO "medium" OKS area (>= 32^2 visible pixels), none "large" at 128x128
     heights = np.concatenate([ex[schema.BOXES][:, 3] for ex in outs])
@@ -259,7 +260,8 @@ def test_cli_builds_and_reports(tmp_path, monkeypatch, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "synthetic_people/tiny/1.0.0" in out and str(tmp_path) in out
+    version = synthetic.SyntheticPeople.VERSION
+    assert f"synthetic_people/tiny/{version}" in out and str(tmp_path) in out
     ds = tfds.data_source("synthetic_people/tiny", data_dir=tmp_path, split="validation")
     assert len(ds) == 4 and ds[0][schema.IMAGE].shape == (*SIZE, 3)
     assert "tensorflow" not in sys.modules

@@ -4,14 +4,16 @@
   launchers, and every point of its sweep (``hydra.sweeper.params``) passes the start-up checks
   (formulation, data, trainer and backbone are built abstractly: nothing is compiled or read).
 * :class:`~posejax.experiments.paf_stages.PafStageDecoder` decodes exactly the stage it names.
-* ``paf_stages``, ``matching`` and ``runtime`` run on two tiny trained runs and write their
-  tables and plots.
+* ``paf_stages``, ``matching``, ``runtime``, ``learning_curves``, ``decoder_tuning`` and
+  ``python -m posejax.evaluate --oracle`` run on two tiny trained runs and write their tables
+  and plots.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 from pathlib import Path
 
 import jax
@@ -21,7 +23,8 @@ from flax import nnx
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from posejax.experiments import matching, paf_stages, runtime
+from posejax import evaluate as evaluate_cli
+from posejax.experiments import decoder_tuning, learning_curves, matching, paf_stages, runtime
 from posejax.experiments.common import MemoisedPredict
 from posejax.experiments.paf_stages import PafStageDecoder
 from posejax.formulations.paf import PartAffinityFields
@@ -216,3 +219,58 @@ def test_runtime_tool(tiny_runs, tmp_path):
     ]  # top-down: one pose per box
     assert "ms/person" in (tmp_path / "summary.md").read_text()
     assert len(_table(tmp_path)) == 4
+
+
+@pytest.mark.slow
+def test_oracle_evaluation_scores_the_targets(tiny_runs, tmp_path):
+    """A perfect heatmap network scores AP ~1 (on the tiny data's 8x6 maps a peak on the map
+    border gets no sub-pixel refinement; E1's 24x18 maps score 1.000); the oracle needs no
+    checkpoint and writes a row."""
+    metrics = evaluate_cli.main(
+        [str(tiny_runs["heatmap"]), "--oracle", "--num-images", "6", "--out", str(tmp_path / "o")]
+    )
+    assert metrics["OKS_AP"] > 0.95 and metrics["people_found_ratio"] == 1.0
+    row = json.loads((tmp_path / "o" / "final_metrics.json").read_text())
+    assert row["OKS_AP"] == metrics["OKS_AP"] and row["train_steps"] == 0.0
+    assert (tiny_runs["heatmap"] / "eval_validation_oracle.json").exists()
+    trained = json.loads((tiny_runs["heatmap"] / "final_metrics.json").read_text())
+    assert trained["OKS_AP"] < metrics["OKS_AP"]  # 2 training steps are far from perfect
+    paf = evaluate_cli.main([str(tiny_runs["paf"]), "--oracle", "--num-images", "6"])
+    assert paf["OKS_AP"] > 0.5 and 0.5 < paf["people_found_ratio"] <= 1.5
+
+
+@pytest.mark.slow
+def test_learning_curves_tool(tiny_runs, tmp_path):
+    learning_curves.main([str(tiny_runs["heatmap"]), str(tiny_runs["paf"]), "--out", str(tmp_path)])
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    with (tmp_path / "learning_curves.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["heatmap", "paf"]  # one evaluation each (step 2)
+    assert all(r["step"] == "2" and float(r["train_seconds"]) > 0 for r in rows)
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+        learning_curves.read_curve(tmp_path)
+
+
+@pytest.mark.slow
+def test_decoder_tuning_tool(tiny_runs, tmp_path):
+    rows = decoder_tuning.main(
+        [
+            str(tiny_runs["paf"]),
+            "--out",
+            str(tmp_path),
+            "--num-images",
+            "4",
+            "--grid",
+            "min_parts=2,4",
+            "min_person_score=0.2",
+        ]
+    )
+    assert (
+        len(rows) == 2
+        and rows[0]["metrics"]["network_calls"] == rows[1]["metrics"]["network_calls"]
+    )
+    assert rows[0]["metrics"]["OKS_AP"] >= rows[1]["metrics"]["OKS_AP"]
+    with pytest.raises(ValueError, match="split the result tables report"):
+        decoder_tuning.tune(tiny_runs["paf"], ["min_parts=2"], split="validation")
+    with pytest.raises(ValueError, match="has no field 'no_such_field'"):
+        decoder_tuning.tune(tiny_runs["paf"], ["no_such_field=1"], num_images=2)
