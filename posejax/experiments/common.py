@@ -8,7 +8,9 @@ folder under ``experiments/`` reads the same.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import shlex
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,8 @@ def metric_row(label: str, varied: dict[str, Any], metrics: dict[str, float]) ->
         "overrides": {k: str(v) for k, v in varied.items()},
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command a tool was run with, for the "command" line of its table."""
+    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else list(argv))

@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
-from posejax.experiments.common import MemoisedPredict, metric_row, restore_predict
+from posejax.experiments.common import MemoisedPredict, command_line, metric_row, restore_predict
 from posejax.experiments.summarize import write_table
 
 METRICS = ("OKS_AP", "OKS_AP50", "PCK@0.2", "people_found_ratio")
@@ -102,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         num_images=args.num_images,
         allow_eval_split=args.allow_eval_split,
     )
-    command = "python -m posejax.experiments.decoder_tuning " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    command = command_line("posejax.experiments.decoder_tuning", argv)
     _, md_path = write_table(
         rows,
         args.out,

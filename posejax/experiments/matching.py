@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
-from posejax.experiments.common import MemoisedPredict, metric_row, restore_predict
+from posejax.experiments.common import MemoisedPredict, command_line, metric_row, restore_predict
 from posejax.experiments.summarize import save_figure, write_table
 from posejax.formulations.paf import PartAffinityFields
 from posejax.parsing.matching import MATCHERS
@@ -162,9 +160,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     rows = compare_matchers(
         args.run_dir, num_images=args.num_images, split=args.split, repeats=args.repeats
     )
-    command = "python -m posejax.experiments.matching " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    command = command_line("posejax.experiments.matching", argv)
     _, md_path = write_table(
         rows, args.out, metrics=METRICS, source=str(args.run_dir), command=command, title=args.title
     )

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import numpy as np
 
 from posejax.data.pipeline import make_eval_batches
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
-from posejax.experiments.common import MemoisedPredict, metric_row, restore_predict
+from posejax.experiments.common import MemoisedPredict, command_line, metric_row, restore_predict
 from posejax.experiments.summarize import save_figure, write_table
 from posejax.formulations.paf import PartAffinityFields
 
@@ -162,9 +160,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--title", default="E3: accuracy per PAF refinement stage")
     args = parser.parse_args(argv)
     rows = evaluate_stages(args.run_dir, num_images=args.num_images, split=args.split)
-    command = "python -m posejax.experiments.paf_stages " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    command = command_line("posejax.experiments.paf_stages", argv)
     _, md_path = write_table(
         rows,
         args.out,

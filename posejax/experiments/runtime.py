@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import numpy as np
 
 from posejax.data import schema
 from posejax.data.render import SceneConfig, render_scene
-from posejax.experiments.common import metric_row
+from posejax.experiments.common import command_line, metric_row
 from posejax.experiments.summarize import save_figure, write_table
 from posejax.inference.runners import STAGES, BottomUpRunner, TopDownRunner, load_runner
 
@@ -165,9 +163,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         crop_batches=args.crop_batches,
         seed=args.seed,
     )
-    command = "python -m posejax.experiments.runtime " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
+    command = command_line("posejax.experiments.runtime", argv)
     _, md_path = write_table(
         rows,
         args.out,
