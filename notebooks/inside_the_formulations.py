@@ -241,7 +241,8 @@ def quiver(ax, pafs, *, min_norm=0.3):
     rows, cols = np.nonzero(norms.max(-1) > min_norm)
     vectors = pafs[rows, cols, limb[rows, cols]]
     xy = map_to_image(np.stack([cols, rows], -1).astype(float), stride)
-    colours = np.asarray(skeleton.COCO_LIMB_COLOURS, float)[limb[rows, cols]] / 255
+    palette = [skeleton.limb_colour(a, b) for a, b in formulation.limbs]  # skip limbs too
+    colours = np.asarray(palette, float)[limb[rows, cols]] / 255
     ax.quiver(
         xy[:, 0], xy[:, 1], vectors[:, 0], -vectors[:, 1], color=colours, scale=12, width=0.006
     )

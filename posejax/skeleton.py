@@ -168,7 +168,8 @@ BODY_PART_FLIP_PERMUTATION: np.ndarray = flip_permutation(NUM_BODY_PARTS, BODY_P
 _LEFT, _RIGHT, _CENTRE = (255, 128, 0), (0, 160, 255), (0, 200, 80)
 
 
-def _limb_colour(a: int, b: int) -> tuple[int, int, int]:
+def limb_colour(a: int, b: int) -> tuple[int, int, int]:
+    """RGB drawing colour of the limb between keypoints ``a`` and ``b``."""
     left = {1, 3, 5, 7, 9, 11, 13, 15}
     right = {2, 4, 6, 8, 10, 12, 14, 16}
     if a in left and b in left:
@@ -179,5 +180,5 @@ def _limb_colour(a: int, b: int) -> tuple[int, int, int]:
 
 
 COCO_LIMB_COLOURS: tuple[tuple[int, int, int], ...] = tuple(
-    _limb_colour(a, b) for a, b in COCO_LIMBS
+    limb_colour(a, b) for a, b in COCO_LIMBS
 )

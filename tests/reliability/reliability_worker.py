@@ -44,7 +44,7 @@ TINY_RUN = [
     "trainer.progress=false",
 ]
 # Keys of metrics.jsonl that measure time, not training.
-TIMING_KEYS = {"images_per_sec", "val/ms_per_image"}
+TIMING_KEYS = {"images_per_sec", "val/ms_per_image", "train_seconds"}
 
 
 def worker_env(compilation_cache: Path | None = None) -> dict[str, str]:
