@@ -64,8 +64,6 @@ def plot_stats(stats: dict[str, np.ndarray], out_path: str | Path, *, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from posejax.experiments.summarize import save_figure
-
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=110)
     axes[0].hist(stats["heights"], bins=30, color="tab:blue")
     axes[0].set_xlabel("box height (px)")
@@ -81,7 +79,10 @@ def plot_stats(stats: dict[str, np.ndarray], out_path: str | Path, *, title: str
         ax.set_ylabel("count")
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    return save_figure(fig, out_path)
+    fig.tight_layout()
+    fig.savefig(out_path)  # (data does not import experiments: dependencies point one way)
+    plt.close(fig)
+    return Path(out_path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
