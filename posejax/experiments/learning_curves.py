@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from posejax.experiments.summarize import save_figure
+from posejax.train.metrics_writer import read_metrics
 
 DEFAULT_METRICS = ("OKS_AP", "PCK@0.2")
 
@@ -34,11 +34,7 @@ def read_curve(run_dir: str | Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a posejax run directory?")
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
+    for row in read_metrics(run_dir):
         metrics = {k[4:]: v for k, v in row.items() if k.startswith("val/")}
         if metrics:
             rows.append({"step": row["step"], "train_seconds": row.get("train_seconds"), **metrics})

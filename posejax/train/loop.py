@@ -35,7 +35,7 @@ from posejax.evaluation.evaluator import evaluate
 from posejax.inference.draw import colourise, draw_poses, grid, save_png
 from posejax.train import distributed
 from posejax.train.checkpoint import Checkpointer
-from posejax.train.metrics_writer import MetricWriter
+from posejax.train.metrics_writer import MetricWriter, read_metrics
 from posejax.train.optim import build_optimizer
 from posejax.train.setup import Setup, build_setup
 from posejax.train.state import ModelDef, count_params, init_state
@@ -236,7 +236,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     interval_steps, interval_start = 0, time.perf_counter()
     # Training wall time (evaluation excluded), carried over a resume: the x axis of the
     # learning curves against time and the budget column of the comparison tables.
-    train_seconds = _last_logged(run_dir / "metrics.jsonl", start_step, "train_seconds")
+    train_seconds = _last_logged(run_dir, start_step, "train_seconds")
     batch = first_batch
     bar = tqdm(
         total=trainer.steps,
@@ -314,26 +314,19 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
         ).metrics
     final_metrics["train_steps"] = float(trainer.steps)
     final_metrics["train_batch_size"] = float(trainer.batch_size)
-    final_metrics["train_minutes"] = (
-        _last_logged(run_dir / "metrics.jsonl", trainer.steps, "train_seconds") / 60.0
-    )
+    final_metrics["train_minutes"] = train_seconds / 60.0
     if is_chief:
         _write_atomic(run_dir / "final_metrics.json", json.dumps(final_metrics, indent=2))
     return final_metrics
 
 
-def _last_logged(path: Path, step: int, key: str) -> float:
+def _last_logged(run_dir: Path, step: int, key: str) -> float:
     """``key`` of the last ``metrics.jsonl`` row at or before ``step`` (0.0 if none)."""
-    value = 0.0
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if row.get("step", step + 1) <= step and row.get(key) is not None:
-                value = float(row[key])
-    return value
+    if not (run_dir / "metrics.jsonl").exists():
+        return 0.0
+    rows = [r for r in read_metrics(run_dir) if r.get("step", step + 1) <= step]
+    values = [float(r[key]) for r in rows if r.get(key) is not None]
+    return values[-1] if values else 0.0
 
 
 def _close(iterator) -> None:

@@ -78,5 +78,15 @@ def _to_float(value: Any) -> float | None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a run's ``metrics.jsonl``, in file order; a line cut by a kill is skipped.
+
+    Raises:
+      FileNotFoundError: the run directory has no ``metrics.jsonl``.
+    """
+    rows = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill mid-write (or a blank line)
+    return rows
