@@ -115,8 +115,9 @@ def evaluate(
     first = True
     for batch in make_eval_batches(subset, pipeline):
         t0 = time.perf_counter()
+        targets = encode(batch) if oracle else None  # reused for mIoU below
         if oracle:
-            outputs = formulation.oracle_outputs(encode(batch))
+            outputs = formulation.oracle_outputs(targets)
         else:
             outputs = jax.block_until_ready(predict(batch["image"]))
         host_outputs = jax.device_get(outputs)
@@ -131,7 +132,9 @@ def evaluate(
         if dense is not None:
             if encode is None:
                 raise ValueError("evaluate: this formulation labels pixels; pass encode=")
-            target = np.asarray(formulation.dense_targets(jax.device_get(encode(batch))))
+            if targets is None:
+                targets = encode(batch)
+            target = np.asarray(formulation.dense_targets(jax.device_get(targets)))
             target = np.where(batch["weight"][:, None, None] > 0, target, -1)
             part = confusion_matrix(dense, target, skeleton.NUM_BODY_PARTS)
             confusion = part if confusion is None else confusion + part
