@@ -886,6 +886,11 @@ def _place_people(rng: np.random.Generator, cfg: SceneConfig, attempt: int) -> l
     h, w = cfg.image_size
     n = 1 if attempt > 3 else int(rng.integers(cfg.min_people, cfg.max_people + 1))
     bodies = []
+
+    def anywhere() -> np.ndarray:  # a centre in the image grown by placement_margin
+        m = cfg.placement_margin
+        return np.array([w, h]) * rng.uniform(-m, 1 + m, 2)
+
     for i in range(n):
         log_h = rng.uniform(math.log(cfg.min_height), math.log(cfg.max_height))
         height = math.exp(log_h) * h
@@ -893,8 +898,7 @@ def _place_people(rng: np.random.Generator, cfg: SceneConfig, attempt: int) -> l
         if central:
             centre = np.array([w, h]) * (0.5 + rng.uniform(-0.05, 0.05, 2))
         else:
-            m = cfg.placement_margin
-            centre = np.array([w, h]) * rng.uniform(-m, 1 + m, 2)
+            centre = anywhere()
         body_seed = int(rng.integers(2**63))
         body = _sample_body(np.random.default_rng(body_seed), cfg, height, centre)
         # Crowding like photos of groups, not piles: re-draw the position (same body) while its
@@ -903,9 +907,7 @@ def _place_people(rng: np.random.Generator, cfg: SceneConfig, attempt: int) -> l
         for _ in range(cfg.placement_tries if not central else 0):
             if _max_iou(body, bodies) <= cfg.max_overlap:
                 break
-            m = cfg.placement_margin
-            centre = np.array([w, h]) * rng.uniform(-m, 1 + m, 2)
-            body = _sample_body(np.random.default_rng(body_seed), cfg, height, centre)
+            body = _sample_body(np.random.default_rng(body_seed), cfg, height, anywhere())
         if central and (cfg.centred or attempt > 3):
             # Same pose (same seed) rescaled: a centred person's larger box side spans the
             # drawn height fraction (capped at 95 %) of the image, so nobody leaves the frame.
