@@ -29,8 +29,9 @@ import numpy as np
 from flax import nnx
 
 from posejax.formulations.base import TOP_DOWN, Batch, Formulation, PosePrediction
-from posejax.formulations.common import ConvHead, downsample_mask, refine_peaks_log_parabola
+from posejax.formulations.common import ConvHead, downsample_mask
 from posejax.geometry import image_to_map, map_to_image
+from posejax.subpixel import refine_peaks_log_parabola
 
 
 def gaussian_maps(

@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from posejax.formulations.common import log_parabola_vertex
+from posejax.subpixel import log_parabola_vertex
 
 # Below this value a map is treated as this value inside the log of the Gaussian fit, so that
 # zero or negative network outputs next to a peak give a finite (clamped) offset.
