@@ -30,7 +30,7 @@ from common import (
 from hydra.utils import get_class
 
 from posejax.data.pipeline import make_train_iterator
-from posejax.train.setup import build_formulation, data_config
+from posejax.runs.setup import build_formulation, data_config
 
 
 def encode_time(name: str, *, repeats: int, overrides=()) -> dict:

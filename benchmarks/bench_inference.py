@@ -42,8 +42,8 @@ from common import (
 
 from posejax.data.render import SceneConfig, render_scene
 from posejax.data.transforms import bottom_up_affine, top_down_affine, transform_keypoints
-from posejax.train.setup import build_setup
-from posejax.train.state import ModelDef
+from posejax.runs.setup import build_setup
+from posejax.runs.state import ModelDef
 from posejax.train.step import make_predict
 
 GOAL = 1.5

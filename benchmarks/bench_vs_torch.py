@@ -57,7 +57,7 @@ def _timed(fn, steps: int) -> float:
 def compare(network: str, overrides: list[str], args) -> dict:
     from torch_twin import TorchTwin
 
-    from posejax.train.optim import learning_rate_schedule
+    from posejax.runs.optim import learning_rate_schedule
 
     cfg = compose_config([f"formulation={NETWORKS[network]}", *data_dir_override(), *overrides])
     trainer = Trainer(cfg)

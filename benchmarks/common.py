@@ -51,7 +51,7 @@ _SOURCES: dict[tuple, object] = {}
 def open_train_split(data):
     """The training split of a ``DataConfig``, opened once per process (top-down pipelines
     index every person of the split on first use, which takes seconds)."""
-    from posejax.train.loop import open_split
+    from posejax.data.splits import open_split
 
     key = (data.builder, data.config, repr(data.config_overrides), data.data_dir)
     if key not in _SOURCES:
@@ -71,10 +71,10 @@ class Trainer:
     """
 
     def __init__(self, cfg):
+        from posejax.runs.optim import build_optimizer
+        from posejax.runs.setup import build_setup
+        from posejax.runs.state import ModelDef, init_state
         from posejax.train.loop import make_mesh
-        from posejax.train.optim import build_optimizer
-        from posejax.train.setup import build_setup
-        from posejax.train.state import ModelDef, init_state
         from posejax.train.step import loss_term_names, make_train_step, monitored_names
 
         self.setup = build_setup(cfg)

@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 from posejax import skeleton
 from posejax.data import schema
 from posejax.data.pipeline import make_eval_batches
+from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import ImagePrefix
 from posejax.formulations.base import TOP_DOWN
 from posejax.geometry import map_to_image
@@ -48,9 +49,9 @@ from posejax.inference.runners import make_runner
 from posejax.parsing.matching import match_greedy, match_optimal
 from posejax.parsing.paf import connection_scores, limb_sample_dots
 from posejax.parsing.peaks import find_peaks
-from posejax.train.loop import open_split, restore_run
-from posejax.train.setup import build_setup
-from posejax.train.state import ModelDef
+from posejax.runs.directory import restore_run
+from posejax.runs.setup import build_setup
+from posejax.runs.state import ModelDef
 
 
 def repo_root() -> Path:

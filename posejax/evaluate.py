@@ -39,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
     args = parser.parse_args(argv)
 
+    from posejax.data.splits import open_split
     from posejax.evaluation.evaluator import evaluate
-    from posejax.train.loop import open_split, restore_run, run_setup
+    from posejax.runs.directory import restore_run, run_setup
 
     if args.oracle:
         setup, predict, step = run_setup(args.run_dir), None, 0

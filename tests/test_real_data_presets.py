@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from posejax.train.setup import check_config
+from posejax.runs.setup import check_config
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[1] / "conf"
 

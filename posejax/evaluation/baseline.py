@@ -74,8 +74,9 @@ def fit_mean_pose(source, pipeline, *, num_images: int | None = 1000) -> np.ndar
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    from posejax.train.loop import open_split, resolve_run_dir
-    from posejax.train.setup import data_config
+    from posejax.data.splits import open_split
+    from posejax.runs.directory import resolve_run_dir
+    from posejax.runs.setup import data_config
 
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ class MemoisedPredict:
 
 def restore_predict(run_dir: str | Path, *, overrides: dict | None = None):
     """A run's newest checkpoint as ``(setup, predict, step)``; ``predict`` is jitted."""
-    from posejax.train.loop import restore_run
+    from posejax.runs.directory import restore_run
 
     setup, model_def, params, step = restore_run(run_dir, overrides=overrides)
     apply = jax.jit(model_def.apply)

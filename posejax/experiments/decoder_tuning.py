@@ -61,7 +61,7 @@ def tune(
     allow_eval_split: bool = False,
 ) -> list[dict]:
     """One row per grid point, by decreasing OKS AP."""
-    from posejax.train.loop import open_split
+    from posejax.data.splits import open_split
 
     setup, predict, step = restore_predict(run_dir)
     if split == setup.data.eval_split and not allow_eval_split:

@@ -79,7 +79,7 @@ def compare_matchers(
     matchers: Sequence[str] = MATCHERS,
 ) -> list[dict]:
     """One row per matcher: evaluator metrics, parsing time and agreement with greedy."""
-    from posejax.train.loop import open_split
+    from posejax.data.splits import open_split
 
     setup, predict, step = restore_predict(run_dir)
     formulation = setup.formulation

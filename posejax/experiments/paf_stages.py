@@ -100,7 +100,7 @@ def evaluate_stages(
     run_dir: str | Path, *, num_images: int | None = None, split: str | None = None
 ) -> list[dict]:
     """One row per stage of the run's PAF head: evaluator metrics + map errors."""
-    from posejax.train.loop import open_split
+    from posejax.data.splits import open_split
 
     setup, predict, step = restore_predict(run_dir)
     formulation = setup.formulation

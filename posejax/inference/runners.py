@@ -310,7 +310,7 @@ def load_runner(
     The input size and margin are the run's evaluation settings; the parameters stay on the
     device and are passed to the jitted model at every call (not baked into the program).
     """
-    from posejax.train.loop import restore_run
+    from posejax.runs.directory import restore_run
 
     setup, model_def, params, step = restore_run(run_dir)
     apply = jax.jit(model_def.apply)

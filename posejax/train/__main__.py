@@ -20,8 +20,9 @@ log = logging.getLogger("posejax.train")
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def _main(cfg: DictConfig) -> float:
-    from posejax.train.loop import resolve_run_dir, train
-    from posejax.train.setup import ConfigError
+    from posejax.runs.directory import resolve_run_dir
+    from posejax.runs.setup import ConfigError
+    from posejax.train.loop import train
 
     # orbax logs every file it writes at INFO through absl; keep the console for our own lines.
     logging.getLogger("absl").setLevel(logging.WARNING)

@@ -22,23 +22,21 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-import posejax.data  # noqa: F401  (registers the dataset builders)
-from posejax.data.build import ensure_built
 from posejax.data.pipeline import make_train_iterator
+from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
 from posejax.inference.draw import colourise, draw_poses, grid, save_png
+from posejax.runs.checkpoint import Checkpointer
+from posejax.runs.optim import build_optimizer
+from posejax.runs.setup import Setup, build_setup
+from posejax.runs.state import ModelDef, count_params, init_state
 from posejax.train import distributed
-from posejax.train.checkpoint import Checkpointer
 from posejax.train.metrics_writer import MetricWriter, read_metrics
-from posejax.train.optim import build_optimizer
-from posejax.train.setup import Setup, build_setup
-from posejax.train.state import ModelDef, count_params, init_state
 from posejax.train.step import loss_term_names, make_predict, make_train_step, monitored_names
 
 log = logging.getLogger(__name__)
@@ -46,83 +44,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(FloatingPointError):
     """The loss or a gradient became NaN/inf; the message names the step and the terms."""
-
-
-def open_split(data, split: str):
-    """Build the dataset if needed and open one split as a random-access source.
-
-    Images the builder skipped (``data.on_bad_example=skip``) are reported here too, so a run on
-    a dataset built earlier still says how much was dropped and why.
-    """
-    config = derived_builder_config(data.builder, data.config, data.config_overrides)
-    builder = ensure_built(
-        data.builder,
-        data_dir=data.data_dir,
-        config=config,
-        manual_dir=data.manual_dir,
-        **data.builder_kwargs,
-    )
-    _report_bad_examples(builder, split, data.builder_kwargs.get("on_bad_example"))
-    return builder.as_data_source(split=split)
-
-
-def _report_bad_examples(builder, split: str, requested: str | None) -> None:
-    metadata = builder.info.metadata or {}
-    built_with = metadata.get("on_bad_example")
-    if requested is not None and built_with is not None and built_with != requested:
-        log.warning(
-            "%s was built with on_bad_example=%s, not %s as configured: delete %s to rebuild",
-            builder.info.full_name,
-            built_with,
-            requested,
-            builder.data_path,
-        )
-    skipped = (metadata.get("bad_examples") or {}).get(split) or {}
-    if skipped:
-        log.warning(
-            "%s (%s split): %d images were skipped as bad input when the dataset was built, "
-            "per reason: %s",
-            builder.info.full_name,
-            split,
-            sum(skipped.values()),
-            dict(skipped),
-        )
-
-
-def derived_builder_config(builder: str, base: str | None, overrides: dict | None):
-    """``base`` config of ``builder`` with dataclass fields replaced (nested dicts recurse).
-
-    ``overrides`` must include a new ``name``: TFDS keys prepared files by config name, so a
-    changed config under an old name would silently reuse old files.
-    """
-    if not overrides:
-        return base
-    overrides = dict(overrides)
-    if "name" not in overrides or overrides["name"] == base:
-        raise ValueError(
-            f"data.config_overrides for {builder}/{base} needs a new 'name' (TFDS stores prepared "
-            "files by config name; reusing the base name would read stale files)"
-        )
-    cls = tfds.builder_cls(builder)
-    configs = {c.name: c for c in cls.BUILDER_CONFIGS}
-    if base not in configs:
-        raise ValueError(f"data.config={base!r}: {builder} has configs {sorted(configs)}")
-    return _replace_nested(configs[base], overrides, f"data.config_overrides ({builder})")
-
-
-def _replace_nested(obj, overrides: dict, where: str):
-    fields = {f.name for f in dataclasses.fields(obj)}
-    changes = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ValueError(f"{where}: unknown field {key!r}; valid fields are {sorted(fields)}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = _replace_nested(current, value, f"{where}.{key}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        changes[key] = value
-    return dataclasses.replace(obj, **changes)
 
 
 def make_mesh() -> Mesh:
@@ -389,47 +310,3 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
         picture = grid(maps, cell_size=cell)
         save_png(run_dir / "visuals" / f"step_{step:06d}_{name}.png", picture)
         writer.write_image(step, f"val/{name}", picture)
-
-
-def resolve_run_dir(cfg: DictConfig) -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    if cfg.get("run_dir"):
-        return Path(cfg.run_dir)
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-def run_setup(run_dir: str | Path, *, overrides: dict | None = None):
-    """The :class:`Setup` of a run directory, from its saved ``config.json`` (with optional
-    ``overrides`` merged in); needs no checkpoint."""
-    from omegaconf import OmegaConf
-
-    config_path = Path(run_dir).absolute() / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(
-            f"{config_path} not found: is {config_path.parent} a posejax run directory?"
-        )
-    cfg = OmegaConf.create(json.loads(config_path.read_text()))
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
-    return build_setup(cfg)
-
-
-def restore_run(run_dir: str | Path, *, overrides: dict | None = None):
-    """Rebuild a finished (or interrupted) run from its directory.
-
-    Returns ``(setup, model_def, params, step)``: the setup from its saved ``config.json`` (with
-    optional ``overrides`` merged in, e.g. another eval split) and its newest parameters.
-    """
-    run_dir = Path(run_dir).absolute()
-    setup = run_setup(run_dir, overrides=overrides)
-    model_def = ModelDef(setup.model)
-    checkpointer = Checkpointer(run_dir / "checkpoints")
-    # No target: orbax returns the saved tree as nested dicts; only the parameters are needed.
-    restored = checkpointer.restore_latest(None)
-    checkpointer.close()
-    if restored is None:
-        raise FileNotFoundError(f"no readable checkpoint in {run_dir / 'checkpoints'}")
-    step, state, _ = restored
-    params = jax.tree.map(jnp.asarray, state["params"])
-    return setup, model_def, params, step

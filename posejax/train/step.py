@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from posejax.formulations.base import Formulation
-from posejax.train.state import ModelDef, TrainState
+from posejax.runs.state import ModelDef, TrainState
 
 
 def loss_term_names(formulation: Formulation, model_def: ModelDef, batch_spec) -> list[str]:

@@ -28,7 +28,7 @@ from posejax.experiments import decoder_tuning, learning_curves, matching, paf_s
 from posejax.experiments.common import MemoisedPredict
 from posejax.experiments.paf_stages import PafStageDecoder
 from posejax.formulations.paf import PartAffinityFields
-from posejax.train.setup import build_backbone, check_config
+from posejax.runs.setup import build_backbone, check_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"

@@ -38,10 +38,10 @@ PAF_NODE = {  # used when conf/formulation/paf.yaml does not exist yet
 
 def write_untrained_run(run_dir: pathlib.Path, formulation: str) -> pathlib.Path:
     """A run directory with the initial parameters of a tiny model (what restore_run reads)."""
-    from posejax.train.checkpoint import Checkpointer
-    from posejax.train.optim import build_optimizer
-    from posejax.train.setup import build_setup
-    from posejax.train.state import ModelDef, init_state
+    from posejax.runs.checkpoint import Checkpointer
+    from posejax.runs.optim import build_optimizer
+    from posejax.runs.setup import build_setup
+    from posejax.runs.state import ModelDef, init_state
 
     overrides = ["data=synthetic_tiny", "backbone=tiny", "trainer.steps=1"]
     has_yaml = (CONF_DIR / "formulation" / f"{formulation}.yaml").is_file()

@@ -80,8 +80,8 @@ def shared_data_dir(base: Path) -> Path:
     same directory ``tests/train`` uses), so that concurrent runs only read it."""
     from hydra import compose, initialize_config_dir
 
-    from posejax.train.loop import open_split
-    from posejax.train.setup import check_config
+    from posejax.data.splits import open_split
+    from posejax.runs.setup import check_config
 
     data_dir = base / "data"
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

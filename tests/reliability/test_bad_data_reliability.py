@@ -31,9 +31,9 @@ from posejax.data.pipeline import (
     make_train_iterator,
     person_index,
 )
+from posejax.data.splits import open_split
 from posejax.formulations.paf import PartAffinityFields
-from posejax.train.loop import open_split
-from posejax.train.setup import data_config
+from posejax.runs.setup import data_config
 
 FIXTURE = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/coco"
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf"
@@ -219,5 +219,5 @@ def test_data_on_bad_example_reaches_the_builder_and_the_run_reports_skips(tmp_p
     with caplog.at_level(logging.WARNING):
         source = open_split(data_for("data.on_bad_example=skip"), "validation")
     assert sorted(int(e["image_id"]) for e in source) == [785, 196141, 197388]
-    reports = [r.getMessage() for r in caplog.records if r.name == "posejax.train.loop"]
+    reports = [r.getMessage() for r in caplog.records if r.name == "posejax.data.splits"]
     assert any("1 images were skipped" in m and "keypoint_not_finite" in m for m in reports)

@@ -1,7 +1,7 @@
 """Bad configs fail at start-up with one clear sentence naming the key, before any data is read.
 
 Group values (``formulation=foo``) are Hydra's to check; keys and types of the trainer, optim
-and data groups are checked against the schemas of ``posejax.train.setup``; the free-form
+and data groups are checked against the schemas of ``posejax.runs.setup``; the free-form
 ``_target_`` groups (backbone, formulation) against their target's constructor; combinations
 by ``validate``. Everything here runs ``build_setup`` only (no dataset, no compilation).
 """
@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import open_dict
 
-from posejax.train.setup import ConfigError, build_setup, check_config
+from posejax.runs.setup import ConfigError, build_setup, check_config
 
 CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf"
 TINY = ["backbone=tiny", "data=synthetic_tiny"]

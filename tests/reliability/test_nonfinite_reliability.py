@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from reliability_worker import WORKER, read_rows, shared_data_dir, worker_env
 
-from posejax.train.checkpoint import Checkpointer
+from posejax.runs.checkpoint import Checkpointer
 
 NAN_STEP = 7
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ from reliability_worker import (
     worker_env,
 )
 
-from posejax.train.checkpoint import Checkpointer
+from posejax.runs.checkpoint import Checkpointer
 from posejax.train.metrics_writer import MetricWriter
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from train_worker import CONF_DIR, TINY_RUN, reference_run, train_in_subprocess
 
 from posejax.models import PoseModel
-from posejax.train.setup import PRECISIONS, build_backbone, build_formulation
+from posejax.runs.setup import PRECISIONS, build_backbone, build_formulation
 
 FORMULATIONS = sorted(p.stem for p in (CONF_DIR / "formulation").glob("*.yaml"))
 

@@ -174,10 +174,10 @@ def main(argv: list[str]) -> None:
     import jax
     from hydra import compose, initialize_config_dir
 
+    from posejax.runs.checkpoint import Checkpointer
+    from posejax.runs.setup import build_setup
+    from posejax.runs.state import ModelDef
     from posejax.train import loop
-    from posejax.train.checkpoint import Checkpointer
-    from posejax.train.setup import build_setup
-    from posejax.train.state import ModelDef
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)

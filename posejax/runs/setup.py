@@ -24,7 +24,7 @@ from posejax.data.pipeline import PipelineConfig
 from posejax.data.transforms import AugmentConfig
 from posejax.formulations.base import INPUT_MODES, Formulation
 from posejax.models import PoseModel
-from posejax.train.optim import OptimConfig, build_optimizer
+from posejax.runs.optim import OptimConfig, build_optimizer
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
