@@ -28,6 +28,7 @@
 # are noise), so the notebook always runs.
 
 # %%
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -274,7 +275,7 @@ fig.tight_layout()
 # target maps (a perfect network) and the predicted ones.
 
 # %%
-settings = formulation.parsing_settings
+settings = dataclasses.asdict(formulation.parsing)
 
 
 def limb_pairs(heatmaps, pafs, limb):

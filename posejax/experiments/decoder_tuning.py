@@ -1,9 +1,9 @@
 """Tune a trained run's decoder settings on a split that the result tables do not report.
 
 ``python -m posejax.experiments.decoder_tuning RUN_DIR --out DIR [--split train]
-[--num-images N] --grid min_person_score=0.4,0.8 min_parts=3,5 ...``
+[--num-images N] --grid parsing.min_person_score=0.4,0.8 parsing.min_parts=3,5 ...``
 
-Decoder thresholds (PAF parsing: ``peak_threshold``, ``min_parts``, ``min_person_score``, ...)
+Decoder thresholds (PAF parsing: ``parsing.peak_threshold``, ``parsing.min_parts``, ...)
 are part of the recipe, so they are chosen like any other hyper-parameter: on data that the
 reported numbers do not come from. The default split is ``train`` (the first ``--num-images``
 training images, un-augmented, as the evaluator reads them); the validation split that E1 and
@@ -12,7 +12,8 @@ for choosing).
 
 The network runs once per batch (:class:`~posejax.experiments.common.MemoisedPredict`); every
 point of the grid (the Cartesian product of the ``--grid`` values, applied to the formulation
-with ``dataclasses.replace``, so any formulation field can be tuned) decodes the same outputs.
+with ``dataclasses.replace``, so any formulation field can be tuned, nested ones by a dotted
+name as in Hydra overrides) decodes the same outputs.
 Writes ``summary.csv`` / ``summary.md`` (one row per setting, best OKS AP first) into ``--out``
 and prints the best setting as Hydra overrides.
 """
@@ -34,22 +35,45 @@ from posejax.experiments.summarize import write_table
 METRICS = ("OKS_AP", "OKS_AP50", "PCK@0.2", "people_found_ratio")
 
 
+def _field_names(obj) -> set[str]:
+    return {f.name for f in dataclasses.fields(obj)}
+
+
 def parse_grid(items: Sequence[str], formulation) -> dict[str, list]:
-    """``["key=v1,v2", ...]`` -> ``{key: [v1, v2]}`` with YAML-typed values; unknown keys are
-    an error naming the formulation's fields."""
-    fields = {f.name for f in dataclasses.fields(formulation)}
+    """``["key=v1,v2", ...]`` -> ``{key: [v1, v2]}`` with YAML-typed values; ``key`` is a
+    field of the formulation or a dotted path into a nested one (``parsing.min_parts``);
+    unknown keys are an error naming the available fields."""
     grid = {}
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise ValueError(f"--grid {item!r}: expected KEY=V1,V2,...")
-        if key not in fields:
-            raise ValueError(
-                f"--grid {key}: {type(formulation).__name__} has no field {key!r} "
-                f"(fields: {', '.join(sorted(fields))})"
-            )
+        node = formulation
+        for name in key.split("."):
+            if not dataclasses.is_dataclass(node) or name not in _field_names(node):
+                fields = _field_names(node) if dataclasses.is_dataclass(node) else set()
+                raise ValueError(
+                    f"--grid {key}: {type(node).__name__} has no field {name!r} "
+                    f"(fields: {', '.join(sorted(fields))})"
+                )
+            node = getattr(node, name)
         grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     return grid
+
+
+def with_settings(obj, point: dict):
+    """``obj`` with the (possibly dotted) fields of ``point`` replaced, nested dataclasses
+    rebuilt with ``dataclasses.replace``."""
+    direct, nested = {}, {}
+    for key, value in point.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[key] = value
+    for head, sub in nested.items():
+        direct[head] = with_settings(getattr(obj, head), sub)
+    return dataclasses.replace(obj, **direct)
 
 
 def tune(
@@ -75,7 +99,7 @@ def tune(
     rows, gt = [], None
     for values in itertools.product(*grid.values()):
         point = dict(zip(grid, values, strict=True))
-        decoder = dataclasses.replace(setup.formulation, **point)
+        decoder = with_settings(setup.formulation, point)
         result = evaluate(memo, decoder, source, setup.data.eval_pipeline, gt=gt)
         gt = result.gt
         label = ",".join(f"{k}={v}" for k, v in point.items())

@@ -51,8 +51,7 @@ from posejax import skeleton
 from posejax.formulations.base import BOTTOM_UP, Batch, Formulation, PosePrediction
 from posejax.formulations.common import ConvHead, downsample_mask
 from posejax.geometry import image_to_map, map_to_image
-from posejax.parsing.matching import MATCHERS
-from posejax.parsing.paf import group_people
+from posejax.parsing.paf import ParsingConfig, group_people
 
 
 def confidence_maps(
@@ -191,10 +190,8 @@ class PartAffinityFields(Formulation):
       skip_limbs: append :data:`posejax.skeleton.PAF_SKIP_LIMBS` (elbow-hip, shoulder-knee) to
         ``limbs``, so that people truncated at a shoulder or a hip stay one connected person
         (``L = 23``); False gives the paper's graph.
-      matcher: ``"greedy"`` (OpenPose) or ``"optimal"`` (Hungarian) per-limb matching.
-      peak_threshold, subpixel, max_candidates, num_samples, sample_threshold,
-        min_positive_fraction, distance_prior, min_parts, min_person_score: parsing settings,
-        see :func:`posejax.parsing.paf.group_people`.
+      parsing: the decoder's settings (:class:`posejax.parsing.paf.ParsingConfig`: matcher,
+        thresholds, ILP limits); a mapping is converted.
     """
 
     stages: int = 2
@@ -206,16 +203,7 @@ class PartAffinityFields(Formulation):
     foreground_weight: float = 0.0
     limbs: tuple[tuple[int, int], ...] = skeleton.COCO_LIMBS
     skip_limbs: bool = False
-    matcher: str = "greedy"
-    peak_threshold: float = 0.1
-    subpixel: bool = True
-    max_candidates: int | None = 32
-    num_samples: int = 10
-    sample_threshold: float = 0.05
-    min_positive_fraction: float = 0.8
-    distance_prior: bool = True
-    min_parts: int = 3
-    min_person_score: float = 0.4
+    parsing: ParsingConfig = ParsingConfig()
 
     input_mode: ClassVar[str] = BOTTOM_UP
 
@@ -226,27 +214,14 @@ class PartAffinityFields(Formulation):
             # Idempotent, as dataclasses.replace() runs __post_init__ again on the full tuple.
             limbs += tuple(pair for pair in skeleton.PAF_SKIP_LIMBS if pair not in limbs)
         object.__setattr__(self, "limbs", limbs)
-        if self.matcher not in MATCHERS:
-            raise ValueError(f"matcher must be one of {MATCHERS}, got {self.matcher!r}")
+        if not isinstance(self.parsing, ParsingConfig):
+            try:
+                parsing = ParsingConfig(**dict(self.parsing))
+            except TypeError as err:
+                raise ValueError(f"parsing: {err} (fields of ParsingConfig)") from None
+            object.__setattr__(self, "parsing", parsing)
         if self.stages < 1:
             raise ValueError(f"stages must be >= 1, got {self.stages}")
-
-    @property
-    def parsing_settings(self) -> dict:
-        """Keyword arguments of :func:`posejax.parsing.paf.group_people`."""
-        return dict(
-            limbs=self.limbs,
-            matcher=self.matcher,
-            peak_threshold=self.peak_threshold,
-            subpixel=self.subpixel,
-            max_candidates=self.max_candidates,
-            num_samples=self.num_samples,
-            sample_threshold=self.sample_threshold,
-            min_positive_fraction=self.min_positive_fraction,
-            distance_prior=self.distance_prior,
-            min_parts=self.min_parts,
-            min_person_score=self.min_person_score,
-        )
 
     def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
         return PafHead(
@@ -303,7 +278,9 @@ class PartAffinityFields(Formulation):
         pafs = np.asarray(outputs["pafs"][stage], dtype=np.float32)
         predictions = []
         for image_heatmaps, image_pafs in zip(heatmaps, pafs, strict=True):
-            poses, scores = group_people(image_heatmaps, image_pafs, **self.parsing_settings)
+            poses, scores = group_people(
+                image_heatmaps, image_pafs, limbs=self.limbs, config=self.parsing
+            )
             found = poses[..., 2:] > 0
             poses[..., :2] = np.where(found, map_to_image(poses[..., :2], self.stride), 0.0)
             predictions.append(

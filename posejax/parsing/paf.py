@@ -22,13 +22,79 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from posejax import skeleton
+from posejax.parsing import ilp
 from posejax.parsing.matching import MATCHERS, match_greedy_grouped, match_optimal
 from posejax.parsing.peaks import find_peaks
+
+logger = logging.getLogger(__name__)
+
+GROUPINGS = (*MATCHERS, "ilp")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ParsingConfig:
+    """Every setting of :func:`group_people`, with its one default.
+
+    ``conf/formulation/paf.yaml`` lists the same values under ``parsing:`` so that Hydra can
+    override them (``formulation.parsing.matcher=ilp``); a test keeps the two equal.
+
+    Attributes:
+      matcher: ``"greedy"`` (OpenPose), ``"optimal"`` (Hungarian, per limb) or ``"ilp"`` (one
+        integer program for the whole image, :mod:`posejax.parsing.ilp`).
+      peak_threshold: minimum confidence of a part candidate (OpenPose ``thre1``).
+      subpixel: refine peak positions (see :func:`posejax.parsing.peaks.find_peaks`).
+      max_candidates: keep at most this many candidates per part, the highest (None: all); a
+        guard against the noise peaks of untrained networks (cost grows with its square).
+      num_samples: samples along each candidate segment for the line integral (Eq. 10).
+      sample_threshold: minimum PAF . d of a supporting sample (OpenPose ``thre2``).
+      min_positive_fraction: minimum fraction of supporting samples of a valid connection.
+      distance_prior: penalise connections longer than ``H / 2`` (see :func:`connection_scores`).
+      min_parts: minimum number of parts of a person.
+      min_person_score: minimum person score (see :func:`assemble_people`).
+      ilp_graph: ``"limbs"`` (the field's limb graph, cycles included) or ``"dense"`` (plus
+        derived pairs of parts two limbs apart, :func:`posejax.parsing.ilp.dense_pairs`).
+      ilp_max_variables: size limit of the program (candidate pairs); beyond it
+        :class:`posejax.parsing.ilp.GroupingTooLarge` is raised, unless ``ilp_fallback``.
+      ilp_time_limit: seconds per image for the whole solve.
+      ilp_fallback: ``None`` (raise) or ``"greedy"``: parse greedily when the program is too
+        large or the solver fails, with a logged warning and the reason in the returned info.
+    """
+
+    matcher: str = "greedy"
+    peak_threshold: float = 0.1
+    subpixel: bool = True
+    max_candidates: int | None = 32
+    num_samples: int = 10
+    sample_threshold: float = 0.05
+    min_positive_fraction: float = 0.8
+    distance_prior: bool = True
+    min_parts: int = 3
+    min_person_score: float = 0.4
+    ilp_graph: str = "limbs"
+    ilp_max_variables: int = 4000
+    ilp_time_limit: float = 10.0
+    ilp_fallback: str | None = None
+
+    def __post_init__(self):
+        if self.matcher not in GROUPINGS:
+            raise ValueError(f"matcher must be one of {GROUPINGS}, got {self.matcher!r}")
+        if self.ilp_graph not in ilp.GRAPHS:
+            raise ValueError(f"ilp_graph must be one of {ilp.GRAPHS}, got {self.ilp_graph!r}")
+        if self.ilp_fallback not in (None, "greedy"):
+            raise ValueError(f"ilp_fallback must be null or 'greedy', got {self.ilp_fallback!r}")
+        if self.ilp_max_variables < 0 or self.ilp_time_limit <= 0:
+            raise ValueError(
+                "ilp_max_variables must be >= 0 and ilp_time_limit > 0, got "
+                f"{self.ilp_max_variables} and {self.ilp_time_limit}"
+            )
 
 
 def limb_sample_dots(
@@ -248,17 +314,10 @@ def group_people(
     pafs: np.ndarray,
     *,
     limbs: Sequence[tuple[int, int]] = skeleton.COCO_LIMBS,
-    matcher: str = "greedy",
-    peak_threshold: float = 0.1,
-    subpixel: bool = True,
-    max_candidates: int | None = 32,
-    num_samples: int = 10,
-    sample_threshold: float = 0.05,
-    min_positive_fraction: float = 0.8,
-    distance_prior: bool = True,
-    min_parts: int = 3,
-    min_person_score: float = 0.4,
-) -> tuple[np.ndarray, np.ndarray]:
+    config: ParsingConfig | None = None,
+    return_info: bool = False,
+    **settings,
+):
     """Detect the people of one image from its confidence maps and part affinity fields.
 
     Args:
@@ -266,33 +325,37 @@ def group_people(
       pafs: ``(H, W, L, 2)`` part affinity fields, ``(x, y)`` last, limbs in ``limbs`` order; the
         field of limb ``(A, B)`` points from part A to part B.
       limbs: ``L`` pairs ``(A, B)`` of part indices; may contain cycles.
-      matcher: ``"greedy"`` (OpenPose) or ``"optimal"`` (Hungarian) per-limb matching.
-      peak_threshold: minimum confidence of a part candidate (OpenPose ``thre1``).
-      subpixel: refine peak positions (see :func:`posejax.parsing.peaks.find_peaks`).
-      max_candidates: keep at most this many candidates per part, the highest (None: all); a
-        guard against the noise peaks of untrained networks (cost grows with its square).
-      num_samples: samples along each candidate segment for the line integral (Eq. 10).
-      sample_threshold: minimum PAF . d of a supporting sample (OpenPose ``thre2``).
-      min_positive_fraction: minimum fraction of supporting samples of a valid connection.
-      distance_prior: penalise connections longer than ``H / 2`` (see :func:`connection_scores`).
-      min_parts: minimum number of parts of a person.
-      min_person_score: minimum person score (see :func:`assemble_people`).
+      config: parsing settings (:class:`ParsingConfig`; its defaults when None).
+      return_info: also return a :class:`posejax.parsing.ilp.GroupingInfo` (method, solver
+        status, optimality gap, program size, time).
+      **settings: fields of :class:`ParsingConfig` overriding ``config``'s (e.g.
+        ``matcher="ilp"``).
 
     Returns:
-      ``(poses, scores)``: ``(P, K, 3)`` float64 ``(x, y, score)`` in map pixels, score being
-      the part's peak value and ``(0, 0, 0)`` for parts not found; ``(P,)`` person scores, by
-      decreasing score.
+      ``(poses, scores)`` (and ``info`` with ``return_info``): ``(P, K, 3)`` float64
+      ``(x, y, score)`` in map pixels, score being the part's peak value and ``(0, 0, 0)`` for
+      parts not found; ``(P,)`` person scores, by decreasing score.
     """
-    heatmaps = np.asarray(heatmaps)
-    pafs = np.asarray(pafs)
+    config = dataclasses.replace(config or ParsingConfig(), **settings)
+    start_time = time.perf_counter()
+    poses, scores, info = _group(np.asarray(heatmaps), np.asarray(pafs), limbs, config)
+    info.seconds = time.perf_counter() - start_time
+    return (poses, scores, info) if return_info else (poses, scores)
+
+
+def _group(heatmaps, pafs, limbs, config: ParsingConfig):
     num_parts = heatmaps.shape[-1]
     if pafs.shape[2] != len(limbs):
         raise ValueError(f"pafs have {pafs.shape[2]} limbs but {len(limbs)} limbs were given")
-    if matcher not in MATCHERS:
-        raise ValueError(f"unknown matcher {matcher!r}; expected one of {MATCHERS}")
     candidates = find_peaks(
-        heatmaps, threshold=peak_threshold, subpixel=subpixel, max_per_part=max_candidates
+        heatmaps,
+        threshold=config.peak_threshold,
+        subpixel=config.subpixel,
+        max_per_part=config.max_candidates,
     )
+    info = ilp.GroupingInfo(config.matcher, "heuristic")
+    if config.matcher == "ilp":
+        info.status = "optimal"
 
     # Every (A, B) candidate pair of every limb, limb-major then row-major, built without a
     # loop so that one lookup scores them all.
@@ -301,59 +364,119 @@ def group_people(
     count = candidates.offsets[limb_parts + 1] - first  # (L, 2)
     sizes = count[:, 0] * count[:, 1]
     if sizes.sum() == 0:
-        return np.zeros((0, num_parts, 3)), np.zeros(0)
+        return np.zeros((0, num_parts, 3)), np.zeros(0), info
     pair_limb = np.repeat(np.arange(len(limb_parts)), sizes)
     local = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     row, col = np.divmod(local, count[pair_limb, 1])
     pair_a, pair_b = first[pair_limb, 0] + row, first[pair_limb, 1] + col
     start, end = candidates.xy[pair_a], candidates.xy[pair_b]
-    dots = limb_sample_dots(pafs, pair_limb, start, end, num_samples=num_samples)
+    dots = limb_sample_dots(pafs, pair_limb, start, end, num_samples=config.num_samples)
     score, valid = connection_scores(
         dots,
         np.hypot(*(end - start).T),
         map_height=heatmaps.shape[0],
-        sample_threshold=sample_threshold,
-        min_positive_fraction=min_positive_fraction,
-        distance_prior=distance_prior,
+        sample_threshold=config.sample_threshold,
+        min_positive_fraction=config.min_positive_fraction,
+        distance_prior=config.distance_prior,
     )
 
-    # Matched pairs, by limb, then by decreasing score.
-    if matcher == "greedy":
-        chosen = np.flatnonzero(valid)
-        chosen = chosen[
-            match_greedy_grouped(pair_limb[chosen], row[chosen], col[chosen], score[chosen])
-        ]
-    else:
-        blocks = []
-        ends = np.cumsum(sizes)
-        for limb in np.unique(pair_limb[valid]).tolist():
-            block = slice(ends[limb] - sizes[limb], ends[limb])
-            shape = tuple(count[limb])
-            rows, cols = match_optimal(score[block].reshape(shape), valid[block].reshape(shape))
-            blocks.append(block.start + rows * shape[1] + cols)
-        chosen = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
-    # Assembly visits the matched connections of all limbs by decreasing score (not limb by
-    # limb): a confident connection is never blocked by a weaker one of an earlier limb that
-    # took its part slot first (+0.8 oracle AP on synthetic crowds, see E1's README).
-    chosen = chosen[np.argsort(-score[chosen], kind="stable")]
-    connections = zip(
-        limb_parts[pair_limb[chosen], 0].tolist(),
-        limb_parts[pair_limb[chosen], 1].tolist(),
-        pair_a[chosen].tolist(),
-        pair_b[chosen].tolist(),
-        score[chosen].tolist(),
-        strict=True,
-    )
+    # Connections (part_a, part_b, a, b, score) for the assembly, by decreasing score.
+    matcher = config.matcher
+    connections = None
+    if matcher == "ilp":
+        try:
+            connections, info = _ilp_connections(
+                candidates, limb_parts, pair_limb, pair_a, pair_b, score, valid, config
+            )
+        except (ilp.GroupingTooLarge, ilp.GroupingFailed) as err:
+            if config.ilp_fallback != "greedy":
+                raise
+            logger.warning("ILP grouping falls back to greedy matching: %s", err)
+            info = ilp.GroupingInfo("greedy", f"fallback: {err}", gap=float("nan"))
+            matcher = "greedy"
+    if connections is None:
+        if matcher == "greedy":
+            chosen = np.flatnonzero(valid)
+            chosen = chosen[
+                match_greedy_grouped(pair_limb[chosen], row[chosen], col[chosen], score[chosen])
+            ]
+        else:
+            blocks = []
+            ends = np.cumsum(sizes)
+            for limb in np.unique(pair_limb[valid]).tolist():
+                block = slice(ends[limb] - sizes[limb], ends[limb])
+                shape = tuple(count[limb])
+                rows, cols = match_optimal(score[block].reshape(shape), valid[block].reshape(shape))
+                blocks.append(block.start + rows * shape[1] + cols)
+            chosen = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+        # Assembly visits the matched connections of all limbs by decreasing score (not limb by
+        # limb): a confident connection is never blocked by a weaker one of an earlier limb that
+        # took its part slot first (+0.8 oracle AP on synthetic crowds, see E1's README).
+        chosen = chosen[np.argsort(-score[chosen], kind="stable")]
+        connections = list(
+            zip(
+                limb_parts[pair_limb[chosen], 0].tolist(),
+                limb_parts[pair_limb[chosen], 1].tolist(),
+                pair_a[chosen].tolist(),
+                pair_b[chosen].tolist(),
+                score[chosen].tolist(),
+                strict=True,
+            )
+        )
 
     members, scores = assemble_people(
         connections,
         candidates.score.tolist(),
         num_parts=num_parts,
-        min_parts=min_parts,
-        min_person_score=min_person_score,
+        min_parts=config.min_parts,
+        min_person_score=config.min_person_score,
     )
     poses = np.zeros((members.shape[0], num_parts, 3))
     found = members >= 0
     poses[found, :2] = candidates.xy[members[found]]
     poses[found, 2] = candidates.score[members[found]]
-    return poses, scores
+    return poses, scores, info
+
+
+def _ilp_connections(candidates, limb_parts, pair_limb, pair_a, pair_b, score, valid, config):
+    """The connections of the ILP's partition, in the input layout of :func:`assemble_people`.
+
+    With an optimal solution they form a valid partition, so the assembly (which only merges
+    and joins) rebuilds exactly its components; a time-limited solution is repaired by the
+    assembly's rules. Derived pairs of the dense graph join people but add no connection
+    score (they carry no measurement of their own), so person scores stay comparable across
+    matchers.
+    """
+    keep = np.flatnonzero(valid)
+    a, b = pair_a[keep], pair_b[keep]
+    kind, weight = pair_limb[keep], score[keep]
+    part = np.repeat(np.arange(len(candidates.offsets) - 1), np.diff(candidates.offsets))
+    types = [tuple(p) for p in limb_parts.tolist()]
+    if config.ilp_graph == "dense":
+        a, b, kind, weight, types = ilp.dense_pairs(a, b, kind, weight, part, types)
+    chosen, info = ilp.solve_grouping(
+        a,
+        b,
+        kind,
+        weight,
+        part,
+        num_types=len(types),
+        max_variables=config.ilp_max_variables,
+        time_limit=config.ilp_time_limit,
+    )
+    picked = np.flatnonzero(chosen)
+    picked = picked[np.argsort(-weight[picked], kind="stable")]
+    derived = kind[picked] >= len(limb_parts)
+    return (
+        list(
+            zip(
+                part[a[picked]].tolist(),
+                part[b[picked]].tolist(),
+                a[picked].tolist(),
+                b[picked].tolist(),
+                np.where(derived, 0.0, weight[picked]).tolist(),
+                strict=True,
+            )
+        ),
+        info,
+    )

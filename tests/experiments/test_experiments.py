@@ -120,7 +120,7 @@ def test_stage_decoder_decodes_the_stage_it_names():
         middle.decode(outputs)[0].poses, formulation.decode(outputs, stage=1)[0].poses
     )
     assert middle.display_maps(outputs)["heatmap_max"].max() > 0.9
-    assert middle.parsing_settings == formulation.parsing_settings
+    assert middle.parsing == formulation.parsing
     with pytest.raises(ValueError, match="decode_stage"):
         PafStageDecoder.of(formulation, 4)
 
@@ -186,10 +186,10 @@ def test_matching_tool(tiny_runs, tmp_path):
     rows = matching.main(
         [str(tiny_runs["paf"]), "--out", str(tmp_path), "--num-images", "6", "--repeats", "1"]
     )
-    assert [r["overrides"]["matcher"] for r in rows] == ["greedy", "optimal"]
+    assert [r["overrides"]["matcher"] for r in rows] == ["greedy", "optimal", "ilp"]
     assert all(r["metrics"]["network_calls"] == rows[0]["metrics"]["network_calls"] for r in rows)
     assert rows[0]["metrics"]["same_as_greedy"] == 1.0
-    assert len(_table(tmp_path)) == 2
+    assert len(_table(tmp_path)) == 3
 
 
 @pytest.mark.slow
@@ -261,8 +261,8 @@ def test_decoder_tuning_tool(tiny_runs, tmp_path):
             "--num-images",
             "4",
             "--grid",
-            "min_parts=2,4",
-            "min_person_score=0.2",
+            "parsing.min_parts=2,4",
+            "parsing.min_person_score=0.2",
         ]
     )
     assert (
@@ -271,6 +271,8 @@ def test_decoder_tuning_tool(tiny_runs, tmp_path):
     )
     assert rows[0]["metrics"]["OKS_AP"] >= rows[1]["metrics"]["OKS_AP"]
     with pytest.raises(ValueError, match="split the result tables report"):
-        decoder_tuning.tune(tiny_runs["paf"], ["min_parts=2"], split="validation")
+        decoder_tuning.tune(tiny_runs["paf"], ["parsing.min_parts=2"], split="validation")
     with pytest.raises(ValueError, match="has no field 'no_such_field'"):
         decoder_tuning.tune(tiny_runs["paf"], ["no_such_field=1"], num_images=2)
+    with pytest.raises(ValueError, match="ParsingConfig has no field 'nope'"):
+        decoder_tuning.tune(tiny_runs["paf"], ["parsing.nope=1"], num_images=2)

@@ -198,10 +198,10 @@ def coco_ground_truth(batch: dict[str, np.ndarray]) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-@pytest.mark.parametrize("matcher", ["greedy", "optimal"])
+@pytest.mark.parametrize("matcher", ["greedy", "optimal", "ilp"])
 def test_crowded_scenes_round_trip_ap(matcher):
     formulation = PartAffinityFields(
-        stride=STRIDE, input_size=(INPUT_SIZE, INPUT_SIZE), matcher=matcher
+        stride=STRIDE, input_size=(INPUT_SIZE, INPUT_SIZE), parsing={"matcher": matcher}
     )
     batch = random_crowd_batch(np.random.default_rng(0), batch_size=24)
     targets = jax.jit(formulation.encode)(batch)
@@ -331,4 +331,4 @@ def test_decode_any_stage_and_display_maps():
 
 def test_rejects_unknown_matcher():
     with pytest.raises(ValueError, match="matcher"):
-        PartAffinityFields(stride=4, input_size=(64, 64), matcher="hungarian")
+        PartAffinityFields(stride=4, input_size=(64, 64), parsing={"matcher": "hungarian"})

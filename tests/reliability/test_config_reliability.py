@@ -84,7 +84,10 @@ def test_misspelt_key_on_the_command_line_is_named_by_hydra():
         ("+backbone.widht=8", r"^backbone\.widht: unknown key for ResNetBackbone.*'widths'"),
         ("+formulation.stride=8", r"^formulation\.stride is set at run time"),
         ("formulation._target_=posejax.nowhere.Heatmap", r"^formulation\._target_=.*cannot be"),
-        ("formulation=paf formulation.matcher=hungarian", r"^formulation: matcher must be one of"),
+        (
+            "formulation=paf formulation.parsing.matcher=hungarian",
+            r"^formulation: matcher must be one of",
+        ),
         ("formulation._target_=posejax.models.ResNetBackbone", r"is not a posejax Formulation"),
         ("backbone.output_stride=0", r"^backbone\.output_stride=0: expected a positive integer"),
     ],

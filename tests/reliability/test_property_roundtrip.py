@@ -192,7 +192,7 @@ def test_paf_round_trip_recovers_the_person(height, angle, centre, jitter, dropp
     )
     outputs = {"heatmaps": targets["heatmaps"][None], "pafs": targets["pafs"][None]}
     (prediction,) = form.decode(outputs)
-    if labelled.sum() < form.min_parts:
+    if labelled.sum() < form.parsing.min_parts:
         assert len(prediction.scores) == 0
         return
     assert len(prediction.scores) == 1
