@@ -31,3 +31,24 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     """Inverse of a ``(2, 3)`` affine map."""
     full = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
     return np.linalg.inv(full)[:2]
+
+
+def poses_to_original(poses: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Decoded poses in network-input pixels -> original-image pixels.
+
+    The one back-projection of the evaluator and the runners: each input was made from the
+    original image by the affine ``transform`` (the batch's ``"transform"``), so the poses go back
+    through its inverse.
+
+    Args:
+      poses: ``(..., K, 3)`` ``(x, y, score)`` in input pixels (e.g. ``(P, K, 3)``).
+      transform: ``(2, 3)`` affine, original-image pixels -> input pixels.
+
+    Returns:
+      ``(..., K, 3)`` float64 copy in original-image pixels; joints the decoder did not find
+      (score ``<= 0``) are ``(0, 0, 0)``.
+    """
+    poses = np.array(poses, dtype=np.float64, copy=True)
+    poses[..., :2] = apply_affine(poses[..., :2], invert_affine(transform))
+    poses[poses[..., 2] <= 0] = 0.0
+    return poses

@@ -43,7 +43,7 @@ from posejax.evaluation.keypoint_metrics import (
     torso_size,
 )
 from posejax.formulations.base import TOP_DOWN, Formulation
-from posejax.geometry import apply_affine, invert_affine
+from posejax.geometry import poses_to_original
 
 
 class ImagePrefix(Sequence):
@@ -141,11 +141,7 @@ def evaluate(
         display = formulation.display_maps(host_outputs) if len(samples) < keep_samples else {}
         for i in real:
             pred = predictions[i]
-            inverse = invert_affine(batch["transform"][i])
-            poses = np.array(pred.poses, dtype=np.float64, copy=True)
-            poses[..., :2] = apply_affine(poses[..., :2], inverse)
-            if len(poses):
-                poses[poses[..., 2] <= 0, :2] = 0.0
+            poses = poses_to_original(pred.poses, batch["transform"][i])
             image_id = int(batch["image_id"][i])
             if pipeline.mode == TOP_DOWN:
                 crop_of[(image_id, int(batch["person_index"][i]))] = len(image_ids)

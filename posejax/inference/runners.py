@@ -38,7 +38,7 @@ from posejax import skeleton
 from posejax.data import schema
 from posejax.data.transforms import bottom_up_affine, top_down_affine, warp_example
 from posejax.formulations.base import BOTTOM_UP, TOP_DOWN, Formulation
-from posejax.geometry import apply_affine, invert_affine
+from posejax.geometry import poses_to_original
 
 Predict = Callable[[np.ndarray], Any]  # images (B, h, w, 3) uint8 -> outputs pytree
 STAGES: tuple[str, ...] = ("preprocess", "network", "decode", "postprocess")
@@ -137,12 +137,10 @@ class _Runner:
             t2 = time.perf_counter()
             for i, pred in enumerate(predictions):
                 index = start + i
-                inverse = invert_affine(transforms[index])
-                people = np.array(pred.poses, dtype=np.float64, copy=True).reshape(
-                    -1, self.formulation.num_keypoints, 3
+                people = poses_to_original(
+                    np.reshape(pred.poses, (-1, self.formulation.num_keypoints, 3)),
+                    transforms[index],
                 )
-                people[..., :2] = apply_affine(people[..., :2], inverse)
-                people[people[..., 2] <= 0] = 0.0
                 person_scores = np.asarray(pred.scores, dtype=np.float64).reshape(-1)
                 if extra_scores is not None:
                     person_scores = person_scores * extra_scores[index]
