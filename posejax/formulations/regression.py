@@ -56,7 +56,7 @@ from posejax.formulations.base import (
 from posejax.formulations.common import promote_to_input_dtype
 
 # Outputs and targets keys.
-COORDS = "coords"  # outputs: (B, S, K, 2) per-stage estimates; targets: (B, K, 2)
+COORDS = "coords"  # outputs: (S, B, K, 2) per-stage estimates; targets: (B, K, 2)
 VISIBILITY_LOGITS = "visibility_logits"  # outputs: (B, K)
 WEIGHTS = "weights"  # targets: (B, K) 1 where person 0 is valid and the joint labelled
 EXAMPLE_WEIGHTS = "example_weights"  # targets: (B,) 1 where person 0 is valid
@@ -198,8 +198,9 @@ class RefinementStage(nnx.Module):
 class CoordinateRegressionHead(nnx.Module):
     """Global average pooling + MLP -> ``K`` normalised coordinates and visibility logits.
 
-    Returns ``{"coords": (B, S, K, 2), "visibility_logits": (B, K)}`` in float32; ``coords[:,
-    s]`` is the estimate after stage ``s + 1`` (the last one is the prediction).
+    Returns ``{"coords": (S, B, K, 2), "visibility_logits": (B, K)}`` in float32; ``coords[s]``
+    is the estimate after stage ``s + 1`` (the last one is the prediction). Stage axis first,
+    as in every formulation's staged outputs (:attr:`Formulation.staged_outputs`).
     """
 
     def __init__(
@@ -260,7 +261,7 @@ class CoordinateRegressionHead(nnx.Module):
         for stage in self.stages:
             estimates.append(stage(features, estimates[-1]))
         return {
-            COORDS: jnp.stack(estimates, axis=1),
+            COORDS: jnp.stack(estimates),
             VISIBILITY_LOGITS: self.visibility(hidden).astype(jnp.float32),
         }
 
@@ -335,8 +336,8 @@ class CoordinateRegression(Formulation):
         num_labelled = jnp.maximum(jnp.sum(weights), 1.0)
         terms = {}
         total = jnp.zeros((), jnp.float32)
-        for s in range(outputs[COORDS].shape[1]):
-            squared = jnp.sum((outputs[COORDS][:, s] - targets[COORDS]) ** 2, axis=-1)
+        for s in range(outputs[COORDS].shape[0]):
+            squared = jnp.sum((outputs[COORDS][s] - targets[COORDS]) ** 2, axis=-1)
             # where, not multiply: an unlabelled joint's prediction must not reach the loss even
             # when it is inf/nan.
             term = jnp.sum(jnp.where(weights > 0, squared, 0.0)) / num_labelled
@@ -352,15 +353,13 @@ class CoordinateRegression(Formulation):
     def oracle_outputs(self, targets: Targets) -> Outputs:
         """The target coordinates at every stage; labelled joints get score ~1."""
         coords = targets[COORDS]
-        stacked = jnp.broadcast_to(
-            coords[:, None], (coords.shape[0], self.stages, *coords.shape[1:])
-        )
+        stacked = jnp.broadcast_to(coords, (self.stages, *coords.shape))
         logits = jnp.where(targets[WEIGHTS] > 0, 10.0, -10.0)
         return {COORDS: stacked, VISIBILITY_LOGITS: logits}
 
     def decode(self, outputs: Outputs) -> list[PosePrediction]:
         """Last stage's estimate in input pixels; score = sigmoid(visibility logit)."""
-        coords = np.asarray(outputs[COORDS], np.float32)[:, -1]  # (B, K, 2)
+        coords = np.asarray(outputs[COORDS], np.float32)[-1]  # (B, K, 2)
         logits = np.asarray(outputs[VISIBILITY_LOGITS], np.float32)
         scores = 1.0 / (1.0 + np.exp(-logits))
         pixels = denormalise_coordinates(coords, self.input_size)

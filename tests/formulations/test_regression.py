@@ -19,7 +19,7 @@ STRIDE = 4
 def perfect_outputs(targets) -> dict[str, jax.Array]:
     """The targets fed back as head outputs (one stage; logit +-30 for labelled / not)."""
     return {
-        regression.COORDS: targets[regression.COORDS][:, None],
+        regression.COORDS: targets[regression.COORDS][None],
         regression.VISIBILITY_LOGITS: jnp.where(targets[regression.WEIGHTS] > 0, 30.0, -30.0),
     }
 
@@ -77,7 +77,7 @@ def test_head_shapes(stages):
     for dtype in (jnp.float32, jnp.bfloat16):
         features = jax.ShapeDtypeStruct((B, 16, 12, 8), dtype)
         shapes = jax.eval_shape(head, features)
-        assert shapes[regression.COORDS].shape == (B, stages, K, 2)
+        assert shapes[regression.COORDS].shape == (stages, B, K, 2)
         assert shapes[regression.VISIBILITY_LOGITS].shape == (B, K)
         assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(shapes))
 
@@ -93,7 +93,7 @@ def test_cascade_has_one_term_per_stage():
     expected = coord + f.visibility_weight * terms["visibility"]
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
     # Stages really refine: the later estimates differ from the first.
-    assert not np.allclose(outputs[regression.COORDS][:, 0], outputs[regression.COORDS][:, 2])
+    assert not np.allclose(outputs[regression.COORDS][0], outputs[regression.COORDS][2])
 
 
 def test_loss_finite_nonnegative_and_lowest_at_targets():
@@ -102,7 +102,7 @@ def test_loss_finite_nonnegative_and_lowest_at_targets():
     perfect, perfect_terms = f.loss(perfect_outputs(targets), targets)
     key_coords, key_logits = jax.random.split(jax.random.key(1))
     random_outputs = {
-        regression.COORDS: jax.random.uniform(key_coords, (B, 1, K, 2), minval=-0.5, maxval=0.5),
+        regression.COORDS: jax.random.uniform(key_coords, (1, B, K, 2), minval=-0.5, maxval=0.5),
         regression.VISIBILITY_LOGITS: jax.random.normal(key_logits, (B, K)),
     }
     random, _ = f.loss(random_outputs, targets)
@@ -118,10 +118,10 @@ def test_unlabelled_joint_does_not_change_the_loss():
     targets = f.encode(batch)
     outputs = perfect_outputs(targets)
     moved = dict(outputs)
-    moved[regression.COORDS] = outputs[regression.COORDS].at[0, :, 9].set(jnp.array([3.0, -7.0]))
+    moved[regression.COORDS] = outputs[regression.COORDS].at[:, 0, 9].set(jnp.array([3.0, -7.0]))
     np.testing.assert_array_equal(f.loss(outputs, targets)[0], f.loss(moved, targets)[0])
     # ... while moving a labelled joint does.
-    moved[regression.COORDS] = outputs[regression.COORDS].at[0, :, 5].add(0.1)
+    moved[regression.COORDS] = outputs[regression.COORDS].at[:, 0, 5].add(0.1)
     assert f.loss(moved, targets)[0] > f.loss(outputs, targets)[0]
 
 

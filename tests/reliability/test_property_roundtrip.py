@@ -104,7 +104,7 @@ def test_regression_round_trip_is_exact(xy, v):
     form, encode = regression_encoder()
     targets = encode(top_down_batch(xy, v))
     outputs = {
-        regression.COORDS: targets[regression.COORDS][:, None],
+        regression.COORDS: targets[regression.COORDS][None],
         regression.VISIBILITY_LOGITS: jnp.where(targets[regression.WEIGHTS] > 0, 30.0, -30.0),
     }
     for b, prediction in enumerate(form.decode(outputs)):
