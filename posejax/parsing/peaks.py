@@ -48,6 +48,10 @@ class PartCandidates:
         return slice(int(self.offsets[k]), int(self.offsets[k + 1]))
 
 
+# The eight neighbours (dr, dc), the four earlier in raster order first.
+_NEIGHBOURS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
+
+
 def find_peaks(
     heatmaps: np.ndarray,
     *,
@@ -58,9 +62,9 @@ def find_peaks(
     """Local maxima of each confidence map above ``threshold``.
 
     A pixel is a peak when it is strictly above ``threshold`` and the maximum of its 3x3
-    neighbourhood (the non-maximum suppression of a 3x3 max filter, written as eight shifted
-    comparisons: about twice as fast as ``scipy.ndimage.maximum_filter`` here, and ties are
-    settled in the same pass). On a plateau of equal values (e.g. a keypoint exactly between
+    neighbourhood (the non-maximum suppression of a 3x3 max filter, written as eight
+    comparisons of the above-threshold pixels with their neighbours; ties are settled in the
+    same pass). On a plateau of equal values (e.g. a keypoint exactly between
     two pixel centres) only the last pixel in raster order is kept, so one keypoint never
     yields two candidates: a pixel must be ``>=`` its four earlier neighbours and ``>`` its
     four later ones.
@@ -80,14 +84,22 @@ def find_peaks(
     """
     maps = np.asarray(heatmaps, dtype=np.float32)
     height, width, num_parts = maps.shape
-    padded = np.pad(maps, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    peak = maps > threshold
-    for dr, dc in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):  # earlier in raster order
-        peak &= maps >= padded[1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width]
-    for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):  # later
-        peak &= maps > padded[1 + dr : 1 + dr + height, 1 + dc : 1 + dc + width]
-    flat = np.flatnonzero(peak)
+    # Only pixels above the threshold can be peaks: compare those with their eight neighbours
+    # (gathered by index; outside the map counts as -inf) instead of comparing whole shifted
+    # maps, which costs ~5x more on maps where a few percent of the pixels are above it.
+    values_all = maps.reshape(-1)
+    flat = np.flatnonzero(values_all > threshold)
     pixel, part = np.divmod(flat, num_parts)
+    row, col = np.divmod(pixel, width)
+    values = values_all[flat]
+    r = row[None, :] + _NEIGHBOURS[:, :1]  # (8, n)
+    c = col[None, :] + _NEIGHBOURS[:, 1:]
+    inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+    step = (_NEIGHBOURS[:, 0] * width + _NEIGHBOURS[:, 1]) * num_parts
+    neighbour = np.where(inside, values_all[np.where(inside, flat + step[:, None], 0)], -np.inf)
+    # Earlier in raster order: >= (ties go to the last pixel); later: >.
+    keep = (values >= neighbour[:4]).all(axis=0) & (values > neighbour[4:]).all(axis=0)
+    pixel, part = pixel[keep], part[keep]
     order = np.argsort(part, kind="stable")
     pixel, part = pixel[order], part[order]
     if max_per_part is not None and part.size > max_per_part:
