@@ -1,12 +1,14 @@
-"""E4: greedy vs optimal limb matching on the same network outputs: accuracy and parsing time.
+"""E4: greedy vs optimal matching vs ILP grouping on the same network outputs: accuracy, time.
 
 ``python -m posejax.experiments.matching RUN_DIR --out DIR [--num-images N] [--repeats R]``
 
 PAF parsing scores every candidate pair of every limb by its line integral and then picks, per
 limb, a set of pairs that share no part (a bipartite matching, Cao et al. CVPR 2017, Eq. 12-14).
-OpenPose picks them greedily by score; the Hungarian algorithm finds the per-limb optimum. This
-tool restores one trained PAF run, runs its network once per eval batch, and decodes those same
-outputs with every matcher of :data:`posejax.parsing.matching.MATCHERS`:
+OpenPose picks them greedily by score; the Hungarian algorithm finds the per-limb optimum; the
+ILP (:mod:`posejax.parsing.ilp`) partitions all candidates at once, on the limb graph or the
+dense one. This tool restores one trained PAF run, runs its network once per eval batch, and
+decodes those same outputs with every grouping of
+:data:`posejax.experiments.grouping.VARIANTS`:
 
 * accuracy: the project's evaluator (OKS AP, PCK) on the decoded people;
 * time: :func:`posejax.parsing.paf.group_people` on each image's last-stage maps, ``--repeats``
@@ -29,9 +31,10 @@ import numpy as np
 
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
 from posejax.experiments.common import MemoisedPredict, command_line, metric_row, restore_predict
+from posejax.experiments.grouping import VARIANTS
 from posejax.experiments.summarize import save_figure, write_table
 from posejax.formulations.paf import PartAffinityFields
-from posejax.parsing.paf import GROUPINGS, group_people
+from posejax.parsing.paf import group_people
 
 METRICS = (
     "OKS_AP",
@@ -75,9 +78,10 @@ def compare_matchers(
     num_images: int | None = None,
     split: str | None = None,
     repeats: int = 5,
-    matchers: Sequence[str] = GROUPINGS,
+    matchers: Sequence[str] = tuple(VARIANTS),
 ) -> list[dict]:
-    """One row per matcher: evaluator metrics, parsing time and agreement with greedy."""
+    """One row per grouping (a name of :data:`VARIANTS`): evaluator metrics, parsing time and
+    agreement with greedy."""
     from posejax.data.splits import open_split
 
     setup, predict, step = restore_predict(run_dir)
@@ -88,9 +92,8 @@ def compare_matchers(
     memo = MemoisedPredict(predict)
     results, gt = {}, None
     for matcher in matchers:
-        decoder = dataclasses.replace(
-            formulation, parsing=dataclasses.replace(formulation.parsing, matcher=matcher)
-        )
+        parsing = dataclasses.replace(formulation.parsing, **VARIANTS[matcher])
+        decoder = dataclasses.replace(formulation, parsing=parsing)
         result = evaluate(memo, decoder, source, setup.data.eval_pipeline, gt=gt)
         results[matcher], gt = result.metrics, result.gt
 
@@ -105,7 +108,7 @@ def compare_matchers(
     group_people(*maps[0], limbs=formulation.limbs, config=formulation.parsing)
     parses, rows = {}, []
     for matcher in matchers:
-        settings = {"limbs": formulation.limbs, "config": formulation.parsing, "matcher": matcher}
+        settings = {"limbs": formulation.limbs, "config": formulation.parsing, **VARIANTS[matcher]}
         seconds, parses[matcher] = time_parsing(maps, settings, repeats=repeats)
         reference = parses.get("greedy", parses[matcher])
         same = np.mean(

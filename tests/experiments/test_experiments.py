@@ -186,10 +186,10 @@ def test_matching_tool(tiny_runs, tmp_path):
     rows = matching.main(
         [str(tiny_runs["paf"]), "--out", str(tmp_path), "--num-images", "6", "--repeats", "1"]
     )
-    assert [r["overrides"]["matcher"] for r in rows] == ["greedy", "optimal", "ilp"]
+    assert [r["overrides"]["matcher"] for r in rows] == ["greedy", "optimal", "ilp", "ilp_dense"]
     assert all(r["metrics"]["network_calls"] == rows[0]["metrics"]["network_calls"] for r in rows)
     assert rows[0]["metrics"]["same_as_greedy"] == 1.0
-    assert len(_table(tmp_path)) == 3
+    assert len(_table(tmp_path)) == 4
 
 
 @pytest.mark.slow

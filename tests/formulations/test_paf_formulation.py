@@ -332,3 +332,18 @@ def test_decode_any_stage_and_display_maps():
 def test_rejects_unknown_matcher():
     with pytest.raises(ValueError, match="matcher"):
         PartAffinityFields(stride=4, input_size=(64, 64), parsing={"matcher": "hungarian"})
+
+
+def test_paf_yaml_lists_exactly_the_parsing_defaults():
+    """conf/formulation/paf.yaml repeats ParsingConfig's defaults (so Hydra can override each);
+    this keeps the two from drifting apart."""
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from posejax.parsing.paf import ParsingConfig
+
+    path = Path(__file__).parents[2] / "conf" / "formulation" / "paf.yaml"
+    listed = yaml.safe_load(path.read_text())["parsing"]
+    assert listed == dataclasses.asdict(ParsingConfig())
