@@ -1,10 +1,10 @@
 """Training throughput per formulation, and the fraction of the machine's peak it reaches.
 
 For each formulation on the default config (``backbone=small``, ``data=synthetic`` multi, the
-default ``trainer.batch_size``) the script builds the train step exactly as the training loop
-does (same jit, shardings and donation, ``benchmarks/common.py``), feeds it batches that were
-read beforehand (so the input pipeline is not measured here: see ``bench_pipeline.py``) and
-reports:
+default ``trainer.batch_size``) the script takes the training loop's own train step
+(``posejax.train.program.build_program``: same jit, shardings and donation, through
+``benchmarks/common.py``), feeds it batches that were read beforehand (so the input pipeline is
+not measured here: see ``bench_pipeline.py``) and reports:
 
 * images per second (median over ``--rounds`` rounds of ``--steps`` steps);
 * model FLOPs per step from XLA's cost analysis of the compiled step

@@ -57,8 +57,6 @@ def _timed(fn, steps: int) -> float:
 def compare(network: str, overrides: list[str], args) -> dict:
     from torch_twin import TorchTwin
 
-    from posejax.runs.optim import learning_rate_schedule
-
     cfg = compose_config([f"formulation={NETWORKS[network]}", *data_dir_override(), *overrides])
     trainer = Trainer(cfg)
     setup = trainer.setup
@@ -80,7 +78,7 @@ def compare(network: str, overrides: list[str], args) -> dict:
         calls += 1
 
     # torch: the twin, on the same batches as CPU tensors.
-    schedule = learning_rate_schedule(setup.optim, setup.trainer.steps)
+    schedule = trainer.program.schedule
     lrs = np.asarray(jax.vmap(schedule)(jnp.arange(setup.trainer.steps)))
     twin = TorchTwin(
         setup.formulation,

@@ -1,7 +1,7 @@
 """Shared pieces of the benchmark scripts: configs, the compiled train step, timing, reports.
 
 Not a benchmark itself. Every ``bench_*.py`` builds what it measures from the same Hydra configs
-and the same functions as ``python -m posejax.train`` (``posejax.train.loop``), so a number here
+and the same program as ``python -m posejax.train`` (``posejax.train.program``), so a number here
 describes the code that trains, not a copy of it.
 """
 
@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from hydra import compose, initialize_config_dir
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -60,70 +58,63 @@ def open_train_split(data):
 
 
 class Trainer:
-    """The compiled train step of one config, exactly as ``posejax.train.loop.run`` builds it.
+    """The training loop's program of one config (``posejax.train.program.build_program``, as
+    ``posejax.train.loop.run`` builds it) and its training data.
 
     Attributes:
       setup: the ``Setup`` built from the config.
       source: the training split (random access).
-      step: jitted ``(state, batch, rng) -> (state, metrics)`` with the loop's shardings
-        (``compiled_step`` is the same, compiled ahead of time).
-      state: the replicated initial train state.
+      program: the loop's ``Program``: jitted ``train_step`` with the loop's shardings, jitted
+        ``predict``, ``batch_spec``, ``schedule``, ...
+      state: the train state, initially the program's (replicated); benchmarks advance it.
     """
 
     def __init__(self, cfg):
-        from posejax.runs.optim import build_optimizer
         from posejax.runs.setup import build_setup
-        from posejax.runs.state import ModelDef, init_state
-        from posejax.train.loop import make_mesh
-        from posejax.train.step import loss_term_names, make_train_step, monitored_names
+        from posejax.train.program import build_program, make_mesh
 
         self.setup = build_setup(cfg)
-        trainer = self.setup.trainer
         self.source = open_train_split(self.setup.data)
-        self.model_def = ModelDef(self.setup.model)
-        optimizer, _ = build_optimizer(self.setup.optim, trainer.steps)
-        mesh = make_mesh()
-        replicated = NamedSharding(mesh, P())
-        self.data_sharding = NamedSharding(mesh, P("data"))
-        first = next(self.iterator())
-        self.batch_spec = {
-            k: jax.ShapeDtypeStruct((trainer.batch_size, *v.shape[1:]), v.dtype)
-            for k, v in first.items()
-        }
-        terms = loss_term_names(self.setup.formulation, self.model_def, self.batch_spec)
-        state = init_state(self.model_def.initial_params, optimizer, len(monitored_names(terms)))
-        self.state = jax.device_put(state, replicated)
-        self.step = jax.jit(
-            make_train_step(self.model_def, self.setup.formulation, optimizer, terms),
-            in_shardings=(replicated, self.data_sharding, replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        )
+        iterator = self.iterator()
+        self.program = build_program(self.setup, make_mesh(), next(iterator))
+        _close(iterator)
+        self.state = self.program.state
 
     @property
     def batch_size(self) -> int:
         return self.setup.trainer.batch_size
 
+    @property
+    def step(self):
+        """Jitted ``(state, batch, rng) -> (state, metrics)`` (``compiled_step`` is the same,
+        compiled ahead of time)."""
+        return self.program.train_step
+
     def iterator(self):
-        from posejax.train.loop import make_train_iterator
+        from posejax.data.pipeline import make_train_iterator
 
         return make_train_iterator(self.source, self.setup.data.pipeline)
 
     def shard(self, batch):
-        from posejax.train.loop import shard_batch
-
-        return shard_batch(batch, self.data_sharding)
+        return self.program.shard(batch)
 
     @functools.cached_property
     def compiled_step(self):
         """The train step compiled ahead of time: call it like ``step``; its cost analysis
         gives the FLOPs (compiling once serves both)."""
         rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-        return self.step.lower(self.state, self.batch_spec, rng).compile()
+        return self.step.lower(self.state, self.program.batch_spec, rng).compile()
 
     def step_flops(self) -> float:
         """FLOPs of one train step from XLA's cost analysis of the compiled program."""
         return cost_flops(self.compiled_step)
+
+
+def _close(iterator) -> None:
+    """Grain iterators with worker processes must be closed; plain ones have no close()."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 def cost_flops(compiled) -> float:

@@ -22,8 +22,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
@@ -32,31 +30,17 @@ from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
 from posejax.inference.draw import colourise, draw_poses, grid, save_png
 from posejax.runs.checkpoint import Checkpointer
-from posejax.runs.optim import build_optimizer
 from posejax.runs.setup import Setup, build_setup
-from posejax.runs.state import ModelDef, count_params, init_state
+from posejax.runs.state import count_params
 from posejax.train import distributed
 from posejax.train.metrics_writer import MetricWriter, read_metrics
-from posejax.train.step import loss_term_names, make_predict, make_train_step, monitored_names
+from posejax.train.program import build_program, make_mesh
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteError(FloatingPointError):
     """The loss or a gradient became NaN/inf; the message names the step and the terms."""
-
-
-def make_mesh() -> Mesh:
-    # Auto axes: shardings of intermediates are left to the compiler (only inputs are pinned).
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def shard_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Host-local batch -> global array sharded over the ``data`` axis (works multi-host)."""
-    return {
-        k: jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
-        for k, v in batch.items()
-    }
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -85,20 +69,9 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     )
 
     # --- model, optimizer, state ----------------------------------------------------------
-    model_def = ModelDef(setup.model)
-    optimizer, schedule = build_optimizer(setup.optim, trainer.steps)
-    mesh = make_mesh()
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
     first_batch = next(iterator)
-    batch_spec = {
-        k: jax.ShapeDtypeStruct((trainer.batch_size, *v.shape[1:]), v.dtype)
-        for k, v in first_batch.items()
-    }
-    term_names = loss_term_names(formulation, model_def, batch_spec)
-    checked_names = monitored_names(term_names)
-    state = init_state(model_def.initial_params, optimizer, len(checked_names))
-    state = jax.device_put(state, replicated)
+    program = build_program(setup, make_mesh(), first_batch)
+    state = program.state
 
     checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=trainer.keep_checkpoints)
     restored = (
@@ -111,7 +84,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
         )
     if restored is not None:
         start_step, state, data_state = restored
-        state = jax.device_put(state, replicated)
+        state = program.replicate(state)
         _close(iterator)  # the fresh iterator below replaces it (and its worker processes)
         iterator = make_train_iterator(
             train_source, pipeline, shard_index=jax.process_index(), shard_count=processes
@@ -137,18 +110,10 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
             run_dir,
         )
 
-    step_fn = jax.jit(
-        make_train_step(model_def, formulation, optimizer, term_names),
-        in_shardings=(replicated, data_sharding, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
-    predict_fn = jax.jit(make_predict(model_def))
-    encode_fn = jax.jit(formulation.encode)
     base_rng = jax.random.key(trainer.seed)
 
     def predict(images):
-        return predict_fn(state.params, images)
+        return program.predict(state.params, images)
 
     # --- loop -----------------------------------------------------------------------------
     final_metrics: dict[str, float] = {}
@@ -169,7 +134,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     try:
         for step in range(start_step, trainer.steps):
             rng = jax.random.fold_in(base_rng, step)
-            state, metrics = step_fn(state, shard_batch(batch, data_sharding), rng)
+            state, metrics = program.train_step(state, program.shard(batch), rng)
             sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
             interval_steps += 1
             done = step + 1
@@ -180,7 +145,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
 
             if done % trainer.log_every == 0 or done == trainer.steps:
                 reported_skips = _check_finite(
-                    state, checked_names, trainer.on_nonfinite, reported_skips
+                    state, program.monitored_names, trainer.on_nonfinite, reported_skips
                 )
                 host = jax.device_get(sums)
                 elapsed = time.perf_counter() - interval_start
@@ -188,7 +153,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
                 # Means over the applied steps: a skipped step's NaN does not blank the row.
                 applied = float(host.pop("applied_steps"))
                 row = {k: float(v) / applied if applied else None for k, v in host.items()}
-                row["lr"] = float(schedule(done - 1))
+                row["lr"] = float(program.schedule(done - 1))
                 row["images_per_sec"] = interval_steps * trainer.batch_size / max(elapsed, 1e-9)
                 row["skipped_steps"] = int(state.skipped_steps)
                 row["train_seconds"] = train_seconds
@@ -202,7 +167,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
                         eval_source,
                         setup.data.eval_pipeline,
                         num_images=trainer.final_eval_images if last else trainer.eval_images,
-                        encode=encode_fn,
+                        encode=program.encode,
                         keep_samples=trainer.num_visualize,
                     )
                     row.update({f"val/{k}": v for k, v in result.metrics.items()})
@@ -231,7 +196,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
             eval_source,
             setup.data.eval_pipeline,
             num_images=trainer.final_eval_images,
-            encode=encode_fn,
+            encode=program.encode,
         ).metrics
     final_metrics["train_steps"] = float(trainer.steps)
     final_metrics["train_batch_size"] = float(trainer.batch_size)
