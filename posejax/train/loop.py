@@ -1,19 +1,22 @@
-"""The training loop: data -> jitted step over a device mesh -> metrics, checkpoints, pictures.
+"""The training loop: data -> the jitted step over a device mesh -> metrics, checkpoints, pictures.
 
 ``train(cfg, run_dir)`` is importable (notebooks, tests, sweeps); ``python -m posejax.train``
-only parses the config and calls it. The loop resumes automatically from the newest checkpoint
-in ``run_dir`` (parameters, optimizer, step, and the data iterator's position), so re-running a
-killed command continues where it stopped and ends with the same metrics.
+only parses the config and calls it. What runs on the devices (initial state, train step,
+predict, shardings) comes from :func:`posejax.train.program.build_program`; :func:`run` only
+feeds it and, at a step, logs, evaluates and checkpoints (separate ``if``s, one helper each).
 
-Data parallelism: one mesh axis ``data`` over every device of every host. Batches are sharded
-along it, parameters and optimizer state are replicated, and the compiler inserts the gradient
-all-reduce. Each host reads its own shard of the data (``jax.process_index()``), so the same code
-runs on 1 device, N local devices, or a pod.
-"""
+The loop resumes automatically from the newest checkpoint in ``run_dir`` (parameters,
+optimizer, step, and the data iterator's position), so re-running a killed command continues
+where it stopped and ends with the same metrics.
+
+Data parallelism: each host reads its own share of the data (``jax.process_index()``) and the
+program assembles the shares into one global batch sharded over the ``data`` mesh axis, so the
+same code runs on 1 device, N local devices, or a pod."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -34,7 +37,7 @@ from posejax.runs.setup import Setup, build_setup
 from posejax.runs.state import count_params
 from posejax.train import distributed
 from posejax.train.metrics_writer import MetricWriter, read_metrics
-from posejax.train.program import build_program, make_mesh
+from posejax.train.program import Program, build_program, make_mesh
 
 log = logging.getLogger(__name__)
 
@@ -52,48 +55,31 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
 
 
 def run(setup: Setup, run_dir: Path) -> dict[str, float]:
-    trainer, formulation = setup.trainer, setup.formulation
+    """Train ``setup`` in ``run_dir`` (resuming from its newest checkpoint); the final metrics.
+
+    The run directory gets ``config.json``, ``metrics.jsonl`` (a row every ``log_every`` steps,
+    with the ``val/`` metrics every ``eval_every``), ``tensorboard/``, ``visuals/``,
+    ``checkpoints/``, and at the end ``predictions.json`` and ``final_metrics.json``.
+    """
+    trainer = setup.trainer
     is_chief = jax.process_index() == 0
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_chief:
         _write_atomic(run_dir / "config.json", json.dumps(setup.config, indent=2, default=str))
-
-    # --- data ---------------------------------------------------------------------------
     train_source = open_split(setup.data, setup.data.train_split)
     eval_source = open_split(setup.data, setup.data.eval_split)
-    processes = jax.process_count()
-    local_batch = trainer.batch_size // processes
-    pipeline = dataclasses.replace(setup.data.pipeline, batch_size=local_batch)
-    iterator = make_train_iterator(
-        train_source, pipeline, shard_index=jax.process_index(), shard_count=processes
-    )
-
-    # --- model, optimizer, state ----------------------------------------------------------
-    first_batch = next(iterator)
-    program = build_program(setup, make_mesh(), first_batch)
-    state = program.state
-
+    iterator = _train_iterator(setup, train_source)
+    batch = next(iterator)
+    program = build_program(setup, make_mesh(), batch)
     checkpointer = Checkpointer(run_dir / "checkpoints", max_to_keep=trainer.keep_checkpoints)
-    restored = (
-        checkpointer.restore_latest(state, set_aside_unreadable=True) if trainer.resume else None
-    )
-    if not trainer.resume and checkpointer.all_steps():
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints {checkpointer.all_steps()} and "
-            "trainer.resume=false; choose another run directory or delete it"
-        )
+    restored = _restore(checkpointer, program, trainer, run_dir)
+    start_step, state = 0, program.state
     if restored is not None:
         start_step, state, data_state = restored
-        state = program.replicate(state)
-        _close(iterator)  # the fresh iterator below replaces it (and its worker processes)
-        iterator = make_train_iterator(
-            train_source, pipeline, shard_index=jax.process_index(), shard_count=processes
-        )
-        iterator.set_state(data_state)
-        first_batch = next(iterator)
+        _close(iterator)  # the fresh iterator replaces it (and its worker processes)
+        iterator = _train_iterator(setup, train_source, data_state)
+        batch = next(iterator)
         log.info("resumed from step %d in %s", start_step, run_dir)
-    else:
-        start_step = 0
     writer = MetricWriter(
         run_dir,
         resume_step=start_step if restored is not None else None,
@@ -101,85 +87,41 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
         enabled=is_chief,
     )
     if is_chief:
-        log.info(
-            "%s: %d parameters, %d devices, batch %d, run dir %s",
-            type(formulation).__name__,
-            count_params(state.params),
-            jax.device_count(),
-            trainer.batch_size,
-            run_dir,
-        )
-
+        _log_start(setup, state, run_dir)
+    meter = _Meter(program, trainer.batch_size, _last_logged(run_dir, start_step, "train_seconds"))
+    bar = _progress_bar(setup, start_step, enabled=trainer.progress and is_chief)
+    evaluate_at = functools.partial(_evaluate, program, setup, eval_source)
     base_rng = jax.random.key(trainer.seed)
-
-    def predict(images):
-        return program.predict(state.params, images)
-
-    # --- loop -----------------------------------------------------------------------------
-    final_metrics: dict[str, float] = {}
-    sums: dict[str, jax.Array] | None = None
-    reported_skips = 0
-    interval_steps, interval_start = 0, time.perf_counter()
-    # Training wall time (evaluation excluded), carried over a resume: the x axis of the
-    # learning curves against time and the budget column of the comparison tables.
-    train_seconds = _last_logged(run_dir, start_step, "train_seconds")
-    batch = first_batch
-    bar = tqdm(
-        total=trainer.steps,
-        initial=start_step,
-        desc=type(formulation).__name__,
-        disable=not (trainer.progress and is_chief),
-        dynamic_ncols=True,
-    )
+    final_metrics, reported_skips = None, 0
     try:
         for step in range(start_step, trainer.steps):
             rng = jax.random.fold_in(base_rng, step)
             state, metrics = program.train_step(state, program.shard(batch), rng)
-            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-            interval_steps += 1
-            done = step + 1
+            meter.add(metrics)
+            done, last = step + 1, step + 1 == trainer.steps
             # Fetch the next batch while the device works on this step.
             data_state = iterator.get_state()
-            batch = next(iterator) if done < trainer.steps else None
+            batch = None if last else next(iterator)
             bar.update(1)
 
-            if done % trainer.log_every == 0 or done == trainer.steps:
+            row = {}
+            if done % trainer.log_every == 0 or last:
                 reported_skips = _check_finite(
                     state, program.monitored_names, trainer.on_nonfinite, reported_skips
                 )
-                host = jax.device_get(sums)
-                elapsed = time.perf_counter() - interval_start
-                train_seconds += elapsed
-                # Means over the applied steps: a skipped step's NaN does not blank the row.
-                applied = float(host.pop("applied_steps"))
-                row = {k: float(v) / applied if applied else None for k, v in host.items()}
-                row["lr"] = float(program.schedule(done - 1))
-                row["images_per_sec"] = interval_steps * trainer.batch_size / max(elapsed, 1e-9)
-                row["skipped_steps"] = int(state.skipped_steps)
-                row["train_seconds"] = train_seconds
-                loss_text = "skipped" if row["loss"] is None else f"{row['loss']:.4g}"
-                bar.set_postfix(loss=loss_text, img_s=f"{row['images_per_sec']:.0f}")
-                if done % trainer.eval_every == 0 or done == trainer.steps:
-                    last = done == trainer.steps
-                    result = evaluate(
-                        predict,
-                        formulation,
-                        eval_source,
-                        setup.data.eval_pipeline,
-                        num_images=trainer.final_eval_images if last else trainer.eval_images,
-                        encode=program.encode,
-                        keep_samples=trainer.num_visualize,
-                    )
-                    row.update({f"val/{k}": v for k, v in result.metrics.items()})
-                    if is_chief:
-                        _save_visuals(run_dir, done, result.samples, formulation, writer)
-                    if last:
-                        final_metrics = dict(result.metrics)
-                        if is_chief:
-                            (run_dir / "predictions.json").write_text(json.dumps(result.results))
+                row = meter.row(done, state)
+                bar.set_postfix(_postfix(row))
+            if done % trainer.eval_every == 0 or last:  # a logging step too (check_trainer)
+                result = evaluate_at(state.params, final=last, keep_samples=trainer.num_visualize)
+                row |= {f"val/{k}": v for k, v in result.metrics.items()}
+                if is_chief:
+                    _save_evaluation(run_dir, done, result, setup.formulation, writer, final=last)
+                if last:
+                    final_metrics = dict(result.metrics)
+            if row:
                 writer.write(done, row)
-                sums, interval_steps, interval_start = None, 0, time.perf_counter()
-            if done % trainer.checkpoint_every == 0 or done == trainer.steps:
+                meter.restart()  # the evaluation just run is not training time
+            if done % trainer.checkpoint_every == 0 or last:
                 # data_state is the position of the batch *after* this step: exactly where a
                 # resumed run must continue.
                 checkpointer.save(done, state, data_state)
@@ -189,21 +131,135 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
         writer.close()
         _close(iterator)
 
-    if not final_metrics:  # resumed a run that had already finished: re-evaluate it
-        final_metrics = evaluate(
-            predict,
-            formulation,
-            eval_source,
-            setup.data.eval_pipeline,
-            num_images=trainer.final_eval_images,
-            encode=program.encode,
-        ).metrics
-    final_metrics["train_steps"] = float(trainer.steps)
-    final_metrics["train_batch_size"] = float(trainer.batch_size)
-    final_metrics["train_minutes"] = train_seconds / 60.0
+    if final_metrics is None:  # resumed a run that had already finished: re-evaluate it
+        final_metrics = evaluate_at(state.params, final=True).metrics
+    final_metrics |= {
+        "train_steps": float(trainer.steps),
+        "train_batch_size": float(trainer.batch_size),
+        "train_minutes": meter.train_seconds / 60.0,
+    }
     if is_chief:
         _write_atomic(run_dir / "final_metrics.json", json.dumps(final_metrics, indent=2))
     return final_metrics
+
+
+def _train_iterator(setup: Setup, source, data_state=None):
+    """This host's share of the training stream (``batch_size / process_count`` rows a step),
+    continuing from ``data_state`` (a checkpoint's iterator position) when given."""
+    processes = jax.process_count()
+    local_batch = setup.trainer.batch_size // processes
+    pipeline = dataclasses.replace(setup.data.pipeline, batch_size=local_batch)
+    iterator = make_train_iterator(
+        source, pipeline, shard_index=jax.process_index(), shard_count=processes
+    )
+    if data_state is not None:
+        iterator.set_state(data_state)
+    return iterator
+
+
+def _restore(checkpointer: Checkpointer, program: Program, trainer, run_dir: Path):
+    """``(step, state, data_state)`` of the newest readable checkpoint, or None to start afresh.
+
+    With ``trainer.resume=false`` an existing checkpoint is an error, never overwritten. An
+    unreadable checkpoint (cut by a kill) is set aside and the one before it restored.
+    """
+    if not trainer.resume:
+        if checkpointer.all_steps():
+            raise FileExistsError(
+                f"{run_dir} already holds checkpoints {checkpointer.all_steps()} and "
+                "trainer.resume=false; choose another run directory or delete it"
+            )
+        return None
+    restored = checkpointer.restore_latest(program.state, set_aside_unreadable=True)
+    if restored is None:
+        return None
+    step, state, data_state = restored
+    return step, program.replicate(state), data_state
+
+
+def _log_start(setup: Setup, state, run_dir: Path) -> None:
+    log.info(
+        "%s: %d parameters, %d devices, batch %d, run dir %s",
+        type(setup.formulation).__name__,
+        count_params(state.params),
+        jax.device_count(),
+        setup.trainer.batch_size,
+        run_dir,
+    )
+
+
+def _progress_bar(setup: Setup, start_step: int, *, enabled: bool) -> tqdm:
+    return tqdm(
+        total=setup.trainer.steps,
+        initial=start_step,
+        desc=type(setup.formulation).__name__,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
+
+
+def _postfix(row: dict) -> dict[str, str]:
+    """The progress bar's loss and images/s."""
+    loss = "skipped" if row["loss"] is None else f"{row['loss']:.4g}"
+    return {"loss": loss, "img_s": f"{row['images_per_sec']:.0f}"}
+
+
+class _Meter:
+    """The logged training metrics: step metrics summed on the device between log rows, and the
+    training wall time.
+
+    ``train_seconds`` excludes evaluation and is carried over a resume: the x axis of the
+    learning curves against time and the budget column of the comparison tables.
+    """
+
+    def __init__(self, program: Program, batch_size: int, train_seconds: float):
+        self.schedule, self.batch_size = program.schedule, batch_size
+        self.train_seconds = train_seconds
+        self.restart()
+
+    def restart(self) -> None:
+        self.sums: dict[str, jax.Array] | None = None
+        self.steps, self.start = 0, time.perf_counter()
+
+    def add(self, metrics: dict[str, jax.Array]) -> None:
+        self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
+        self.steps += 1
+
+    def row(self, done: int, state) -> dict[str, float | None]:
+        """The ``metrics.jsonl`` row of the steps since the last one (host sync)."""
+        host = jax.device_get(self.sums)
+        elapsed = time.perf_counter() - self.start
+        self.train_seconds += elapsed
+        # Means over the applied steps: a skipped step's NaN does not blank the row.
+        applied = float(host.pop("applied_steps"))
+        row = {k: float(v) / applied if applied else None for k, v in host.items()}
+        row["lr"] = float(self.schedule(done - 1))
+        row["images_per_sec"] = self.steps * self.batch_size / max(elapsed, 1e-9)
+        row["skipped_steps"] = int(state.skipped_steps)
+        row["train_seconds"] = self.train_seconds
+        return row
+
+
+def _evaluate(program: Program, setup: Setup, source, params, *, final: bool, keep_samples=0):
+    """The evaluator on the model at ``params``: ``trainer.eval_images`` images, or
+    ``final_eval_images`` for the final evaluation."""
+    trainer = setup.trainer
+    return evaluate(
+        functools.partial(program.predict, params),
+        setup.formulation,
+        source,
+        setup.data.eval_pipeline,
+        num_images=trainer.final_eval_images if final else trainer.eval_images,
+        encode=program.encode,
+        keep_samples=keep_samples,
+    )
+
+
+def _save_evaluation(run_dir: Path, step: int, result, formulation, writer, *, final: bool):
+    """Visuals of an evaluation (PNG and TensorBoard); the final one's COCO results."""
+    _save_visuals(run_dir, step, result.samples, formulation, writer)
+    if final:
+        (run_dir / "predictions.json").write_text(json.dumps(result.results))
 
 
 def _last_logged(run_dir: Path, step: int, key: str) -> float:
