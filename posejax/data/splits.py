@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
+from posejax.data import schema
 from posejax.data.build import ensure_built
 
 log = logging.getLogger(__name__)
 
 
-def open_split(data, split: str):
+def open_split(data, split: str, *, needs: Sequence[str] | None = None):
     """Build the dataset if needed and open one split as a random-access source.
 
     Images the builder skipped (``data.on_bad_example=skip``) are reported here too, so a run on
     a dataset built earlier still says how much was dropped and why.
+
+    Args:
+      data: the data settings (see the module docstring).
+      split: split name.
+      needs: the batch keys the reader will use (e.g. a formulation's ``batch_keys``). Dense
+        label features (:data:`posejax.data.schema.DENSE_LABEL_KEYS`: part and instance masks)
+        not among them are neither decoded nor returned: decoding two PNG masks costs about as
+        much as the image itself. None: every feature, decoded.
     """
     config = derived_builder_config(data.builder, data.config, data.config_overrides)
     builder = ensure_built(
@@ -32,7 +42,36 @@ def open_split(data, split: str):
         **data.builder_kwargs,
     )
     _report_bad_examples(builder, split, data.builder_kwargs.get("on_bad_example"))
-    return builder.as_data_source(split=split)
+    if needs is None:
+        return builder.as_data_source(split=split)
+    skipped = tuple(
+        key
+        for key in schema.DENSE_LABEL_KEYS
+        if key in builder.info.features and key not in set(needs)
+    )
+    decoders = {key: tfds.decode.SkipDecoding() for key in skipped}
+    source = builder.as_data_source(split=split, decoders=decoders or None)
+    return WithoutFeatures(source, skipped) if skipped else source
+
+
+class WithoutFeatures(Sequence):
+    """A random-access source whose examples lack some features (a view; nothing is copied)."""
+
+    def __init__(self, source: Sequence, dropped: Sequence[str]):
+        self.source = source
+        self.dropped = tuple(dropped)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        example = self.source[i]
+        return {k: v for k, v in example.items() if k not in self.dropped}
+
+    def __getattr__(self, name):  # dataset_info and friends of the wrapped source
+        if name in ("source", "dropped"):  # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
 
 
 def _report_bad_examples(builder, split: str, requested: str | None) -> None:
