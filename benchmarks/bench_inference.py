@@ -15,8 +15,8 @@ actually present). Each image goes through the stages of an inference runner, ea
   system needs is *not* included, so top-down times are a lower bound.
 
 Networks carry their initial weights: their cost does not depend on the values. Parsing does
-(the number of peaks), so the PAF parse runs on the formulation's own targets for the scene
-(``encode``: the maps of a perfect network) instead of untrained outputs, which would be noise
+(the number of peaks), so the PAF parse runs on what a perfect network would output for the
+scene (``oracle_outputs(encode(batch))``) instead of untrained outputs, which would be noise
 with peaks everywhere.
 
 Goal (project issue): bottom-up total at most 1.5 x from 1 to 16 people.
@@ -77,8 +77,7 @@ def time_bottom_up(runner: Runner, scene: dict, repeats: int) -> dict[str, float
     image = scene["image"]
     matrix = bottom_up_affine(image.shape[:2], runner.input_size)
     warped = runner.warp(image, matrix)[None]
-    outputs = jax.device_get(runner.network(warped))
-    perfect = _perfect_outputs(runner, scene, matrix, outputs)
+    perfect = _perfect_outputs(runner, scene, matrix)
     stages = {
         "prepare": lambda: runner.warp(image, matrix)[None],
         "network": lambda: runner.network(warped),
@@ -89,20 +88,21 @@ def time_bottom_up(runner: Runner, scene: dict, repeats: int) -> dict[str, float
     return times
 
 
-def _perfect_outputs(runner: Runner, scene: dict, matrix: np.ndarray, outputs) -> dict:
-    """The network outputs a perfect PAF network would give: the encoder's targets."""
+def _perfect_outputs(runner: Runner, scene: dict, matrix: np.ndarray) -> dict:
+    """What a perfect network would output for the scene: ``oracle_outputs`` of its targets.
+
+    Only the formulation contract is used (``encoder_batch`` names any batch key this scene
+    lacks; ``oracle_outputs`` has the head's layout), so any bottom-up formulation can be timed.
+    """
     keypoints = transform_keypoints(scene["keypoints"], matrix, runner.input_size)
     batch = {
         "keypoints": keypoints[None],
         "valid": np.ones((1, len(keypoints)), bool),
         "loss_mask": np.ones((1, *runner.input_size), np.float32),
     }
-    targets = jax.device_get(jax.jit(runner.formulation.encode)(batch))
-    stages = outputs["heatmaps"].shape[0]
-    perfect = dict(outputs)
-    for key in ("heatmaps", "pafs"):
-        perfect[key] = np.repeat(np.asarray(targets[key])[None], stages, axis=0)
-    return perfect
+    formulation = runner.formulation
+    targets = jax.jit(formulation.encode)(formulation.encoder_batch(batch))
+    return jax.device_get(formulation.oracle_outputs(targets))
 
 
 def time_top_down(runner: Runner, scene: dict, repeats: int) -> dict[str, float]:

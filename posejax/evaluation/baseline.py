@@ -49,7 +49,8 @@ class MeanPose(Formulation):
     def oracle_outputs(self, targets):
         raise NotImplementedError("the mean-pose baseline has no outputs to be perfect at")
 
-    def decode(self, outputs) -> list[PosePrediction]:
+    def decode(self, outputs, *, stage: int = -1) -> list[PosePrediction]:
+        self.stage_index(stage)
         pose = np.concatenate(
             [np.asarray(self.mean_pose, np.float32), np.ones((self.num_keypoints, 1), np.float32)],
             axis=1,

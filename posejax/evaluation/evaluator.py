@@ -1,8 +1,9 @@
 """One evaluation loop for every formulation.
 
 The evaluator reads eval batches from the shared pipeline, runs ``predict(images) -> outputs``,
-asks the formulation to ``decode`` them, maps the poses back to original-image pixels with the
-inverse of each example's affine transform, and scores them against the split's ground truth:
+asks the formulation to ``decode`` them (the last stage, or any ``stage=``), maps the poses back
+to original-image pixels with the inverse of each example's affine transform
+(:func:`posejax.geometry.poses_to_original`), and scores them against the split's ground truth:
 
 * COCO OKS AP/AR with pycocotools (top-down: one detection per ground-truth box, scored by the
   decoder's person score; bottom-up: every decoded person);
@@ -10,13 +11,15 @@ inverse of each example's affine transform, and scores them against the split's 
   right hip) where both joints are labelled. Top-down predictions belong to the person they
   were cropped for; bottom-up predictions are matched to ground-truth people greedily by OKS
   (an unmatched person scores 0 on every joint);
-* mIoU for formulations that label pixels;
+* mIoU over the formulation's ``num_dense_classes`` classes, for formulations that label
+  pixels;
 * ``people_found_ratio``: people predicted / scorable people present (bottom-up: how well the
   parser counts the crowd; 1 for top-down, one prediction per ground-truth box);
 * milliseconds per *image* (network + decoding, whole images: a top-down image costs one crop
   per person), excluding the first batch, which pays for compilation.
 
-It never asks which formulation it runs.
+It never asks which formulation it runs: it uses only the formulation contract
+(:mod:`posejax.formulations.base`).
 """
 
 from __future__ import annotations
@@ -83,22 +86,30 @@ def evaluate(
     keep_samples: int = 0,
     gt: dict | None = None,
     oracle: bool = False,
+    stage: int = -1,
 ) -> EvalOutput:
     """Evaluate ``predict`` on the first ``num_images`` images of ``source``.
 
     Args:
       predict: ``images (B, h, w, 3) uint8 -> outputs`` (device or host arrays).
-      formulation: decodes the outputs; also supplies dense predictions/targets for mIoU.
+      formulation: decodes the outputs; also supplies dense predictions/targets for mIoU
+        (``num_dense_classes`` of them) and the display maps of the kept samples.
       source: random-access split in the stored example layout.
       pipeline: eval pipeline settings (mode, input size, batch size; augmentation is off).
       num_images: evaluate on this image prefix of the split (all images when None).
-      encode: jitted ``formulation.encode``, needed only when the formulation labels pixels.
+      encode: jitted ``formulation.encode``, needed only when the formulation labels pixels
+        (and for ``oracle``); it is given ``formulation.encoder_batch(batch)``, the declared
+        batch keys only.
       keep_samples: number of examples whose inputs, poses and display maps are kept.
       gt: precomputed COCO ground truth for the same image prefix (saves one pass).
       oracle: score a perfect network instead of ``predict`` (which is then unused): each
         batch's outputs are ``formulation.oracle_outputs(encode(batch))``, so the metrics are
         the ceiling the encoding, decoding and parsing impose. Needs ``encode``.
+      stage: the stage decoded and displayed (``Formulation.stage_index``; ``-1`` the last), so
+        that every refinement stage of one network can be scored with the same evaluator.
     """
+    formulation.stage_index(stage)  # a bad stage fails before any batch is read
+    dense_classes = formulation.num_dense_classes
     if oracle and encode is None:
         raise ValueError("evaluate(oracle=True) needs encode= (the targets are the outputs)")
     subset = ImagePrefix(source, num_images)
@@ -115,30 +126,35 @@ def evaluate(
     first = True
     for batch in make_eval_batches(subset, pipeline):
         t0 = time.perf_counter()
-        targets = encode(batch) if oracle else None  # reused for mIoU below
+        # Reused for mIoU below.
+        targets = encode(formulation.encoder_batch(batch)) if oracle else None
         if oracle:
             outputs = formulation.oracle_outputs(targets)
         else:
             outputs = jax.block_until_ready(predict(batch["image"]))
         host_outputs = jax.device_get(outputs)
-        predictions = formulation.decode(host_outputs)
+        predictions = formulation.decode(host_outputs, stage=stage)
         elapsed = time.perf_counter() - t0
         real = np.flatnonzero(batch["weight"] > 0)
         if not first:
             timed_seconds += elapsed
             timed_images.update(int(batch["image_id"][i]) for i in real)
         first = False
-        dense = formulation.dense_predictions(host_outputs)
-        if dense is not None:
+        if dense_classes:
             if encode is None:
                 raise ValueError("evaluate: this formulation labels pixels; pass encode=")
             if targets is None:
-                targets = encode(batch)
+                targets = encode(formulation.encoder_batch(batch))
+            dense = formulation.dense_predictions(host_outputs)
             target = np.asarray(formulation.dense_targets(jax.device_get(targets)))
             target = np.where(batch["weight"][:, None, None] > 0, target, -1)
-            part = confusion_matrix(dense, target, skeleton.NUM_BODY_PARTS)
+            part = confusion_matrix(dense, target, dense_classes)
             confusion = part if confusion is None else confusion + part
-        display = formulation.display_maps(host_outputs) if len(samples) < keep_samples else {}
+        display = (
+            formulation.display_maps(host_outputs, stage=stage)
+            if len(samples) < keep_samples
+            else {}
+        )
         for i in real:
             pred = predictions[i]
             poses = poses_to_original(pred.poses, batch["transform"][i])

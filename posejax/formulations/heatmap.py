@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from posejax.formulations.base import TOP_DOWN, Batch, Formulation, PosePrediction
+from posejax.formulations.base import TOP_DOWN, Batch, DisplayMap, Formulation, PosePrediction
 from posejax.formulations.common import ConvHead, downsample_mask
 from posejax.geometry import image_to_map, map_to_image
 from posejax.subpixel import refine_peaks_log_parabola
@@ -106,14 +106,20 @@ class GaussianHeatmap(Formulation):
         loss = se.sum() / jnp.maximum(targets["joint_weight"].sum(), 1.0)
         return loss, {"heatmap_mse": loss}
 
-    def decode(self, outputs) -> list[PosePrediction]:
+    def decode(self, outputs, *, stage: int = -1) -> list[PosePrediction]:
+        self.stage_index(stage)  # one stage: -1 or 0
         poses = decode_heatmaps(np.asarray(outputs["heatmaps"]), self.stride)
         return [PosePrediction(p[None], p[None, :, 2].mean(axis=1)) for p in poses]
 
     def oracle_outputs(self, targets) -> dict[str, jax.Array]:
         return {"heatmaps": targets["heatmaps"]}
 
-    def display_maps(self, outputs) -> dict[str, np.ndarray]:
+    @property
+    def display_specs(self) -> dict[str, DisplayMap]:
+        return {"heatmap_max": DisplayMap.intensity()}
+
+    def display_maps(self, outputs, *, stage: int = -1) -> dict[str, np.ndarray]:
+        self.stage_index(stage)
         return {"heatmap_max": np.asarray(outputs["heatmaps"]).max(axis=-1)}
 
 

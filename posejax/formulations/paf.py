@@ -48,7 +48,7 @@ import numpy as np
 from flax import nnx
 
 from posejax import skeleton
-from posejax.formulations.base import BOTTOM_UP, Batch, Formulation, PosePrediction
+from posejax.formulations.base import BOTTOM_UP, Batch, DisplayMap, Formulation, PosePrediction
 from posejax.formulations.common import ConvHead, downsample_mask
 from posejax.geometry import image_to_map, map_to_image
 from posejax.parsing.paf import ParsingConfig, group_people
@@ -206,6 +206,7 @@ class PartAffinityFields(Formulation):
     parsing: ParsingConfig = ParsingConfig()
 
     input_mode: ClassVar[str] = BOTTOM_UP
+    staged_outputs: ClassVar[tuple[str, ...]] = ("heatmaps", "pafs")
 
     def __post_init__(self):
         # Hydra hands lists; keep the dataclass hashable (it may be a static jit argument).
@@ -222,6 +223,14 @@ class PartAffinityFields(Formulation):
             object.__setattr__(self, "parsing", parsing)
         if self.stages < 1:
             raise ValueError(f"stages must be >= 1, got {self.stages}")
+
+    @property
+    def num_stages(self) -> int:
+        return self.stages
+
+    @property
+    def display_specs(self) -> dict[str, DisplayMap]:
+        return {"heatmap_max": DisplayMap.intensity(), "paf_magnitude": DisplayMap.intensity()}
 
     def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
         return PafHead(
@@ -274,8 +283,9 @@ class PartAffinityFields(Formulation):
 
         Keypoints not found are ``(0, 0, 0)``.
         """
-        heatmaps = np.asarray(outputs["heatmaps"][stage], dtype=np.float32)
-        pafs = np.asarray(outputs["pafs"][stage], dtype=np.float32)
+        index = self.stage_index(stage)
+        heatmaps = np.asarray(outputs["heatmaps"][index], dtype=np.float32)
+        pafs = np.asarray(outputs["pafs"][index], dtype=np.float32)
         predictions = []
         for image_heatmaps, image_pafs in zip(heatmaps, pafs, strict=True):
             poses, scores = group_people(
@@ -295,9 +305,11 @@ class PartAffinityFields(Formulation):
             for key in ("heatmaps", "pafs")
         }
 
-    def display_maps(self, outputs) -> dict[str, np.ndarray]:
-        heatmaps = np.asarray(outputs["heatmaps"][-1])
-        pafs = np.asarray(outputs["pafs"][-1])
+    def display_maps(self, outputs, *, stage: int = -1) -> dict[str, np.ndarray]:
+        """Maximum over the parts, and over the limbs of the field's norm, at ``stage``."""
+        index = self.stage_index(stage)
+        heatmaps = np.asarray(outputs["heatmaps"][index])
+        pafs = np.asarray(outputs["pafs"][index])
         return {
             "heatmap_max": heatmaps.max(axis=-1),
             "paf_magnitude": np.linalg.norm(pafs, axis=-1).max(axis=-1),

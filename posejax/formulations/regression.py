@@ -291,12 +291,21 @@ class CoordinateRegression(Formulation):
     visibility_weight: float = 0.1
 
     input_mode = TOP_DOWN
+    staged_outputs = (COORDS,)
 
     def __post_init__(self):
         if self.stages < 1:
             raise ValueError(f"stages must be >= 1, got {self.stages}")
         if self.refine_grid < 1:
             raise ValueError(f"refine_grid must be >= 1, got {self.refine_grid}")
+
+    @property
+    def num_stages(self) -> int:
+        return self.stages
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ("keypoints", "valid")
 
     def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
         return CoordinateRegressionHead(
@@ -357,9 +366,10 @@ class CoordinateRegression(Formulation):
         logits = jnp.where(targets[WEIGHTS] > 0, 10.0, -10.0)
         return {COORDS: stacked, VISIBILITY_LOGITS: logits}
 
-    def decode(self, outputs: Outputs) -> list[PosePrediction]:
-        """Last stage's estimate in input pixels; score = sigmoid(visibility logit)."""
-        coords = np.asarray(outputs[COORDS], np.float32)[-1]  # (B, K, 2)
+    def decode(self, outputs: Outputs, *, stage: int = -1) -> list[PosePrediction]:
+        """A stage's estimate (the last by default) in input pixels; score = sigmoid(visibility
+        logit), the same at every stage."""
+        coords = np.asarray(outputs[COORDS][self.stage_index(stage)], np.float32)  # (B, K, 2)
         logits = np.asarray(outputs[VISIBILITY_LOGITS], np.float32)
         scores = 1.0 / (1.0 + np.exp(-logits))
         pixels = denormalise_coordinates(coords, self.input_size)

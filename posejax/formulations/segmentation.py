@@ -74,6 +74,7 @@ from posejax import geometry, skeleton
 from posejax.formulations.base import (
     TOP_DOWN,
     Batch,
+    DisplayMap,
     Formulation,
     Outputs,
     PosePrediction,
@@ -308,6 +309,23 @@ class PartSegmentation(Formulation):
     def num_classes(self) -> int:
         return NUM_CLASSES
 
+    @property
+    def num_dense_classes(self) -> int:
+        """mIoU is over the 11 body-part classes (the joint discs are left out)."""
+        return NUM_PART_CLASSES
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        source = "part_mask" if self.target_source == "rendered" else "boxes"
+        return ("keypoints", "valid", "loss_mask", source)
+
+    @property
+    def display_specs(self) -> dict[str, DisplayMap]:
+        return {
+            "classes": DisplayMap.labels(NUM_CLASSES),
+            "joint_probability": DisplayMap.intensity(),
+        }
+
     def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
         return SegmentationHead(
             in_channels,
@@ -379,11 +397,7 @@ class PartSegmentation(Formulation):
         draw_discs = lambda lab, kp: paint_joint_discs(lab, kp, grid, radius=self.joint_radius)
         labels = jax.vmap(draw_discs)(parts, person0)
 
-        loss_mask = batch.get("loss_mask")
-        if loss_mask is None:
-            mask = jnp.ones(labels.shape, jnp.float32)
-        else:
-            mask = downsample_mask(jnp.asarray(loss_mask, jnp.float32), self.stride)
+        mask = downsample_mask(jnp.asarray(batch["loss_mask"], jnp.float32), self.stride)
         mask = mask * valid[:, 0, None, None].astype(jnp.float32)
         weights = mask * self._class_weights(labels, mask)[labels]
         return {LABELS: labels, PART_LABELS: parts, MASK: mask, WEIGHTS: weights}
@@ -424,8 +438,9 @@ class PartSegmentation(Formulation):
             terms[name] = jnp.sum(cells * ce) / jnp.maximum(jnp.sum(cells), 1.0)
         return loss, terms
 
-    def decode(self, outputs: Outputs) -> list[PosePrediction]:
+    def decode(self, outputs: Outputs, *, stage: int = -1) -> list[PosePrediction]:
         """Thresholded, windowed probability centroid of each joint class (module docstring)."""
+        self.stage_index(stage)  # one stage: -1 or 0
         probs = _softmax(np.asarray(outputs[LOGITS], np.float32))
         joint = probs[..., JOINT_CLASS_OFFSET : JOINT_CLASS_OFFSET + self.num_keypoints]
         joint = np.moveaxis(joint, -1, 1)  # (B, K, H, W)
@@ -460,8 +475,9 @@ class PartSegmentation(Formulation):
         parts = jax.nn.one_hot(targets[PART_LABELS], NUM_CLASSES)
         return {LOGITS: 20.0 * labels + 10.0 * parts}
 
-    def display_maps(self, outputs: Outputs) -> dict[str, np.ndarray]:
+    def display_maps(self, outputs: Outputs, *, stage: int = -1) -> dict[str, np.ndarray]:
         """``classes``: argmax over all 28 classes; ``joint_probability``: max joint prob."""
+        self.stage_index(stage)
         logits = np.asarray(outputs[LOGITS], np.float32)
         probs = _softmax(logits)
         return {

@@ -3,7 +3,8 @@
 * Every ``conf/experiment/e{2..6}_{quick,full}.yaml`` composes with the basic, joblib and SLURM
   launchers, and every point of its sweep (``hydra.sweeper.params``) passes the start-up checks
   (formulation, data, trainer and backbone are built abstractly: nothing is compiled or read).
-* :class:`~posejax.experiments.paf_stages.PafStageDecoder` decodes exactly the stage it names.
+* ``decode(stage=)`` and ``display_maps(stage=)``, what ``paf_stages`` evaluates each stage with,
+  read exactly the stage they name.
 * ``paf_stages``, ``matching``, ``runtime``, ``learning_curves``, ``decoder_tuning`` and
   ``python -m posejax.evaluate --oracle`` run on two tiny trained runs and write their tables
   and plots.
@@ -26,7 +27,6 @@ from omegaconf import OmegaConf
 from posejax import evaluate as evaluate_cli
 from posejax.experiments import decoder_tuning, learning_curves, matching, paf_stages, runtime
 from posejax.experiments.common import MemoisedPredict
-from posejax.experiments.paf_stages import PafStageDecoder
 from posejax.formulations.paf import PartAffinityFields
 from posejax.runs.setup import build_backbone, check_config
 
@@ -86,7 +86,7 @@ def test_e6_selects_training_images_by_split_slicing():
     assert cfg.data.eval_split == "validation"
 
 
-# --- the PAF stage decoder ----------------------------------------------------------------------
+# --- decoding one stage -------------------------------------------------------------------------
 
 
 def _two_people_maps(formulation: PartAffinityFields) -> dict[str, np.ndarray]:
@@ -105,24 +105,24 @@ def _two_people_maps(formulation: PartAffinityFields) -> dict[str, np.ndarray]:
     return jax.device_get(formulation.encode(batch))
 
 
-def test_stage_decoder_decodes_the_stage_it_names():
+def test_decoding_a_stage_decodes_the_stage_it_names():
     formulation = PartAffinityFields(stride=4, input_size=(64, 64), stages=3)
     targets = _two_people_maps(formulation)
     # Only stage 2 holds the people; stages 1 and 3 are empty.
     outputs = {
         key: np.stack([np.zeros_like(targets[key]), targets[key], np.zeros_like(targets[key])])
-        for key in ("heatmaps", "pafs")
+        for key in formulation.staged_outputs
     }
-    found = [len(PafStageDecoder.of(formulation, s).decode(outputs)[0].poses) for s in (1, 2, 3)]
+    found = [len(formulation.decode(outputs, stage=s - 1)[0].poses) for s in (1, 2, 3)]
     assert found == [0, 2, 0]
-    middle = PafStageDecoder.of(formulation, 2)
     np.testing.assert_array_equal(
-        middle.decode(outputs)[0].poses, formulation.decode(outputs, stage=1)[0].poses
+        formulation.decode(outputs, stage=-2)[0].poses,
+        formulation.decode(outputs, stage=1)[0].poses,
     )
-    assert middle.display_maps(outputs)["heatmap_max"].max() > 0.9
-    assert middle.parsing == formulation.parsing
-    with pytest.raises(ValueError, match="decode_stage"):
-        PafStageDecoder.of(formulation, 4)
+    assert formulation.display_maps(outputs, stage=1)["heatmap_max"].max() > 0.9
+    assert formulation.display_maps(outputs, stage=2)["heatmap_max"].max() == 0.0
+    with pytest.raises(ValueError, match="stage"):
+        formulation.decode(outputs, stage=3)
 
 
 def test_memoised_predict_runs_the_network_once_per_batch():
@@ -177,7 +177,7 @@ def test_paf_stages_tool(tiny_runs, tmp_path):
     rows = _table(tmp_path)
     assert [r["decode_stage"] for r in rows] == ["1", "2"]
     assert all(float(r["heatmap_mse"]) >= 0 for r in rows)
-    with pytest.raises(TypeError, match="not a PAF"):
+    with pytest.raises(TypeError, match="no stage axis"):
         paf_stages.evaluate_stages(tiny_runs["heatmap"], num_images=2)
 
 
