@@ -57,5 +57,20 @@ INSTANCE_MASK = "instance_mask"
 HEAD_BOXES = "head_boxes"
 NATIVE_KEYPOINTS = "native_keypoints"
 
+# The keys of a batch (the second table above); part_mask only when the dataset has one.
+BATCH_KEYS: tuple[str, ...] = (
+    IMAGE,
+    KEYPOINTS,
+    BOXES,
+    "valid",
+    "loss_mask",
+    PART_MASK,
+    IMAGE_ID,
+    "person_index",
+    "transform",
+    "scale",
+    "weight",
+)
+
 # Dense per-pixel labels the pipeline warps with nearest-neighbour interpolation.
 DENSE_LABEL_KEYS: tuple[str, ...] = (PART_MASK, INSTANCE_MASK)
