@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-TOP_DOWN ?= regression,heatmap,segmentation
 QUICK := results/quick
 
 .PHONY: setup lint format test compare data bench clean
@@ -31,22 +30,23 @@ data: setup
 
 # E1 quick: every formulation on the same backbone, data and budget, then the mean-pose
 # baseline, the oracle rows (each formulation's own targets decoded: the ceiling of its
-# encoding, decoding and parsing), the learning curves and one table. Re-running resumes/reuses
-# finished runs.
-COMMA := ,
+# encoding, decoding and parsing), the learning curves and one table. The top-down
+# formulations swept are listed in conf/experiment/e1_quick.yaml (hydra.sweeper.params).
+# Re-running resumes/reuses finished runs.
 E1_RUNS := $(QUICK)/runs
-E1_TRAINED := $(subst $(COMMA), ,$(TOP_DOWN)) paf_quick
+# Trained runs of the sweep: the folders holding checkpoints (found when the recipe runs).
+E1_TRAINED = $$(for d in $(E1_RUNS)/*/checkpoints; do dirname $$d; done)
 compare: data
-	$(PY) -m posejax.train -m experiment=e1_quick formulation=$(TOP_DOWN) \
+	$(PY) -m posejax.train -m experiment=e1_quick \
 	  hydra.sweep.dir=$(E1_RUNS) 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
 	$(PY) -m posejax.train -m experiment=e1_quick_paf \
 	  hydra.sweep.dir=$(E1_RUNS) 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
 	$(PY) -m posejax.evaluation.baseline experiment=e1_quick run_dir=$(E1_RUNS)/mean_pose
 	for run in $(E1_TRAINED); do \
-	  $(PY) -m posejax.evaluate $(E1_RUNS)/$$run --oracle --num-images 300 \
-	    --out $(E1_RUNS)/oracle/$$run > /dev/null || exit 1; \
+	  $(PY) -m posejax.evaluate $$run --oracle --num-images 300 \
+	    --out $(E1_RUNS)/oracle/$$(basename $$run) > /dev/null || exit 1; \
 	done
-	$(PY) -m posejax.experiments.learning_curves $(addprefix $(E1_RUNS)/,$(E1_TRAINED)) \
+	$(PY) -m posejax.experiments.learning_curves $(E1_TRAINED) \
 	  --out $(QUICK) --title "E1 quick: validation metrics during training"
 	$(PY) -m posejax.experiments.summarize $(E1_RUNS) --out $(QUICK) \
 	  --title "E1 quick: formulation comparison (synthetic multi, validation)" \
