@@ -52,7 +52,7 @@ from posejax.parsing.paf import connection_scores, limb_sample_dots
 from posejax.parsing.peaks import find_peaks
 from posejax.runs.directory import restore_run
 from posejax.runs.setup import build_setup
-from posejax.runs.state import ModelDef
+from posejax.runs.state import ModelDef, jitted_predict
 
 
 def repo_root() -> Path:
@@ -102,8 +102,8 @@ def load_model(name: str):
         model_def = ModelDef(setup.model)
         params = model_def.initial_params
         description = "untrained (no run of it in the sweep)"
-    apply = jax.jit(model_def.apply)
-    return setup, (lambda images: jax.device_get(apply(params, images))), description
+    predict = jitted_predict(model_def, params)
+    return setup, (lambda images: jax.device_get(predict(images))), description
 
 
 models = {name: load_model(name) for name in FORMULATIONS}

@@ -42,13 +42,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     from posejax.data.splits import open_split
     from posejax.evaluation.evaluator import evaluate
     from posejax.runs.directory import restore_run, run_setup
+    from posejax.runs.state import jitted_predict
 
     if args.oracle:
         setup, predict, step = run_setup(args.run_dir), None, 0
     else:
         setup, model_def, params, step = restore_run(args.run_dir)
-        predict_fn = jax.jit(model_def.apply)
-        predict = lambda images: predict_fn(params, images)  # noqa: E731
+        predict = jitted_predict(model_def, params)
     split = args.split or setup.data.eval_split
     result = evaluate(
         predict,

@@ -26,7 +26,8 @@ class MemoisedPredict:
     are kept on the host, keyed by a digest of the image bytes.
 
     Args:
-      predict: ``images (B, h, w, 3) uint8 -> outputs`` (e.g. a jitted ``model_def.apply``).
+      predict: ``images (B, h, w, 3) uint8 -> outputs`` (e.g.
+        :func:`posejax.runs.state.jitted_predict`).
     """
 
     def __init__(self, predict: Callable[[np.ndarray], Any]):
@@ -48,10 +49,10 @@ class MemoisedPredict:
 def restore_predict(run_dir: str | Path, *, overrides: dict | None = None):
     """A run's newest checkpoint as ``(setup, predict, step)``; ``predict`` is jitted."""
     from posejax.runs.directory import restore_run
+    from posejax.runs.state import jitted_predict
 
     setup, model_def, params, step = restore_run(run_dir, overrides=overrides)
-    apply = jax.jit(model_def.apply)
-    return setup, (lambda images: apply(params, images)), step
+    return setup, jitted_predict(model_def, params), step
 
 
 def metric_row(label: str, varied: dict[str, Any], metrics: dict[str, float]) -> dict:

@@ -7,6 +7,7 @@ pure train step, orbax and the sharding specs all see one ordinary pytree; the m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -48,6 +49,16 @@ class ModelDef:
         state = jax.tree.map(lambda x: x, self._abstract_params)
         nnx.replace_by_pure_dict(state, params)
         return nnx.merge(self.graphdef, state, self._rest)(images)
+
+
+def jitted_predict(model_def: ModelDef, params: Any) -> Callable[[jax.Array], Any]:
+    """``images (B, h, w, 3) uint8 -> outputs`` of the model at ``params``, jitted.
+
+    The parameters are an argument of the compiled program, not constants folded into it, so
+    they stay on the device and compiling does not copy them.
+    """
+    apply = jax.jit(model_def.apply)
+    return lambda images: apply(params, images)
 
 
 def init_state(params: Any, optimizer: optax.GradientTransformation, num_terms: int) -> TrainState:
