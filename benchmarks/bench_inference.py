@@ -43,8 +43,7 @@ from common import (
 from posejax.data.render import SceneConfig, render_scene
 from posejax.data.transforms import bottom_up_affine, top_down_affine, transform_keypoints
 from posejax.runs.setup import build_setup
-from posejax.runs.state import ModelDef
-from posejax.train.step import make_predict
+from posejax.runs.state import ModelDef, jitted_predict
 
 GOAL = 1.5
 
@@ -58,15 +57,14 @@ class Runner:
         self.formulation = setup.formulation
         self.pipeline = setup.data.eval_pipeline
         model_def = ModelDef(setup.model)
-        self.params = model_def.initial_params
-        self._predict = jax.jit(make_predict(model_def))
+        self._predict = jitted_predict(model_def, model_def.initial_params)
 
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.pipeline.input_size)
 
     def network(self, images: np.ndarray):
-        return jax.block_until_ready(self._predict(self.params, images))
+        return jax.block_until_ready(self._predict(images))
 
     def warp(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         h, w = self.input_size

@@ -1,4 +1,4 @@
-"""The pure, jitted train step and the prediction function.
+"""The pure train step (jitted with its shardings by :mod:`posejax.train.program`).
 
 ``train_step(state, batch, rng) -> (state, metrics)`` knows nothing about which formulation it
 trains: it calls the formulation's ``encode`` (targets built on device, inside the compiled
@@ -75,12 +75,3 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
-
-
-def make_predict(model_def: ModelDef) -> Callable:
-    """``predict(params, images) -> outputs``, to be jitted by the caller."""
-
-    def predict(params, images):
-        return model_def.apply(params, images)
-
-    return predict
