@@ -11,7 +11,8 @@ where it stopped and ends with the same metrics.
 
 Data parallelism: each host reads its own share of the data (``jax.process_index()``) and the
 program assembles the shares into one global batch sharded over the ``data`` mesh axis, so the
-same code runs on 1 device, N local devices, or a pod."""
+same code runs on 1 device, N local devices, or a pod.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
 from posejax.inference.draw import colourise, draw_poses, grid, save_png
 from posejax.runs.checkpoint import Checkpointer
-from posejax.runs.setup import Setup, build_setup
+from posejax.runs.setup import Setup, TrainerConfig, build_setup
 from posejax.runs.state import count_params
 from posejax.train import distributed
 from posejax.train.metrics_writer import MetricWriter, read_metrics
@@ -157,7 +158,7 @@ def _train_iterator(setup: Setup, source, data_state=None):
     return iterator
 
 
-def _restore(checkpointer: Checkpointer, program: Program, trainer, run_dir: Path):
+def _restore(checkpointer: Checkpointer, program: Program, trainer: TrainerConfig, run_dir: Path):
     """``(step, state, data_state)`` of the newest readable checkpoint, or None to start afresh.
 
     With ``trainer.resume=false`` an existing checkpoint is an error, never overwritten. An
