@@ -43,7 +43,6 @@ from posejax.data import schema
 from posejax.data.pipeline import make_eval_batches
 from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import ImagePrefix
-from posejax.formulations.base import TOP_DOWN
 from posejax.geometry import map_to_image
 from posejax.inference.draw import draw_poses, label_colours, overlay
 from posejax.inference.runners import make_runner
@@ -364,7 +363,7 @@ for name, (setup, predict, description) in models.items():
     runner = make_runner(
         setup.formulation, predict, input_size=pipeline.input_size, margin=pipeline.margin
     )
-    result = runner(image, boxes) if pipeline.mode == TOP_DOWN else runner(image)
+    result = runner(image, boxes)  # the ground-truth boxes; a bottom-up runner does not use them
     panels.append(draw_poses(image, result.poses, min_score=0.1))
     titles.append(f"{name}\n{description.split('(')[0].strip()}")
 show(panels, titles, size=3)

@@ -32,7 +32,7 @@ from posejax.data import schema
 from posejax.data.render import SceneConfig, render_scene
 from posejax.experiments.common import command_line, metric_row
 from posejax.experiments.summarize import save_figure, write_table
-from posejax.inference.runners import STAGES, BottomUpRunner, TopDownRunner, load_runner
+from posejax.inference.runners import STAGES, Runner, load_runner
 
 METRICS = ("people_mean", "total_ms", *(f"{s}_ms" for s in STAGES), "found_mean")
 
@@ -50,19 +50,17 @@ def render_scenes(
     return [render_scene(rng, config) for _ in range(num_scenes)]
 
 
-def time_runner(
-    runner: TopDownRunner | BottomUpRunner, scenes: Sequence[dict], *, repeats: int
-) -> dict[str, float]:
-    """Mean over scenes of the median seconds per stage (and in total), people found."""
+def time_runner(runner: Runner, scenes: Sequence[dict], *, repeats: int) -> dict[str, float]:
+    """Mean over scenes of the median seconds per stage (and in total), people found.
+
+    Every runner gets the scene's ground-truth boxes (a bottom-up runner does not use them).
+    """
     per_scene, found = [], []
     for scene in scenes:
         image = scene[schema.IMAGE]
         runs = []
         for _ in range(repeats):
-            if isinstance(runner, TopDownRunner):
-                result = runner(image, scene[schema.BOXES])
-            else:
-                result = runner(image)
+            result = runner(image, scene[schema.BOXES])
             runs.append([result.timing[s] for s in STAGES])
         per_scene.append(np.median(np.asarray(runs), axis=0))
         found.append(len(result.poses))
@@ -84,7 +82,7 @@ def measure(
     seed: int = 0,
 ) -> list[dict]:
     """One row per (runner, number of people placed); a row's ``run`` names the runner."""
-    runners: dict[str, TopDownRunner | BottomUpRunner] = {}
+    runners: dict[str, Runner] = {}
     for crops in crop_batches:
         runner, setup, _ = load_runner(top_down_run, batch_size=crops)
         name = type(setup.formulation).__name__

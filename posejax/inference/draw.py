@@ -64,6 +64,24 @@ def overlay(image: np.ndarray, value_map: np.ndarray, *, alpha: float = 0.5) -> 
     return (image.astype(np.float32) * (1 - alpha) + resized * alpha).astype(np.uint8)
 
 
+def render_map(value_map: np.ndarray, display) -> np.ndarray:
+    """One display map -> ``(H, W, 3)`` RGB uint8, drawn as its ``DisplayMap`` says.
+
+    Args:
+      value_map: ``(H, W)`` (``intensity``, ``labels``) or ``(H, W, 3)`` (``rgb``).
+      display: its :class:`posejax.formulations.base.DisplayMap` (the formulation's
+        ``display_specs[name]``): an intensity goes through a colour ramp over its range, labels
+        get one colour per class of ``num_classes`` (the same colours in every picture), an RGB
+        map in ``[0, 1]`` is drawn as it is.
+    """
+    value_map = np.asarray(value_map)
+    if display.kind == "labels":
+        return label_colours(display.num_classes)[np.clip(value_map, 0, display.num_classes - 1)]
+    if display.kind == "rgb":
+        return (np.clip(value_map, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return colourise(value_map)
+
+
 def label_colours(num_classes: int, seed: int = 3) -> np.ndarray:
     """Distinct RGB colours per class label, black for background (class 0)."""
     rng = np.random.default_rng(seed)

@@ -14,8 +14,9 @@ Which people a single-person (top-down) formulation looks at is chosen by the op
 ``--det-score-threshold``), ``--gt`` (the non-crowd person boxes of a COCO ground-truth JSON), or,
 by default, the whole image as one person's box (it gets the training margin around it, so a
 photo cropped around one person looks like a training crop). A multi-person (bottom-up)
-formulation always reads the whole image, letterboxed; boxes are not used. The choice follows
-``formulation.input_mode`` (:mod:`posejax.inference.runners`).
+formulation always reads the whole image, letterboxed; boxes are not used. Both runners are
+called the same way, with the boxes (:mod:`posejax.inference.runners`); which one runs follows
+``formulation.input_mode``.
 
 Image ids (for the JSON and for matching boxes) are the ids that ``--gt`` gives the file names;
 otherwise the digits of the file name (``000000000785.jpg`` -> 785), as the dataset builders do.
@@ -184,7 +185,7 @@ def overlay_panels(result, min_score: float, *, min_side: int = 192) -> dict[str
     crops stay readable.
     """
     from posejax.geometry import apply_affine
-    from posejax.inference.draw import draw_poses, grid, label_colours, overlay
+    from posejax.inference.draw import draw_poses, grid, overlay, render_map
 
     h, w = result.inputs.shape[1:3]
     factor = max(1, -(-min_side // min(h, w)))
@@ -204,9 +205,7 @@ def overlay_panels(result, min_score: float, *, min_side: int = 192) -> dict[str
     for name, maps in result.maps.items():
         panels = []
         for index, value in enumerate(maps):
-            if value.ndim == 2 and np.issubdtype(value.dtype, np.integer):
-                value = label_colours(int(value.max(initial=0)) + 1)[value]
-            panel = overlay(inputs[index], value)
+            panel = overlay(inputs[index], render_map(value, result.map_specs[name]))
             panels.append(draw_poses(panel, poses_in_input[index], min_score=min_score))
         pictures[name] = grid(panels, columns=min(len(panels), 4))
     return pictures
@@ -218,17 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
 
     from posejax.evaluation.coco_metrics import predictions_to_coco_results, write_results
-    from posejax.formulations.base import TOP_DOWN
     from posejax.inference.draw import draw_poses, save_png
     from posejax.inference.runners import STAGES, load_runner
 
     images = collect_images(args.inputs)
     runner, setup, step = load_runner(args.run_dir, batch_size=args.batch_size)
-    top_down = setup.formulation.input_mode == TOP_DOWN
     boxes_for = BoxSource(
         detections=args.detections, gt=args.gt, det_score_threshold=args.det_score_threshold
     )
-    if not top_down and (args.detections or args.gt):
+    if not runner.uses_boxes and (args.detections or args.gt):
         log.warning("bottom-up formulation: --detections/--gt boxes are not used")
     out_dir = Path(args.out) if args.out else Path(args.run_dir) / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         step,
         setup.formulation.input_mode,
         len(images),
-        boxes_for.kind if top_down else "whole image, bottom-up",
+        boxes_for.kind if runner.uses_boxes else "whole image, bottom-up",
     )
 
     results: list[dict] = []
@@ -247,11 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in images:
         image = read_rgb(path)
         image_id = boxes_for.image_id(path)
-        if top_down:
-            boxes, box_scores = boxes_for(image_id, image.shape[:2])
-            result = runner(image, boxes, box_scores, keep_maps=args.overlays)
-        else:
-            result = runner(image, keep_maps=args.overlays)
+        boxes, box_scores = boxes_for(image_id, image.shape[:2])  # unused by a bottom-up runner
+        result = runner(image, boxes, box_scores, keep_maps=args.overlays)
         for stage in STAGES:
             totals[stage] += result.timing[stage]
         results += predictions_to_coco_results([image_id], [result.poses], [result.scores])

@@ -10,9 +10,14 @@ A runner does what the evaluator does to one image, with the pipeline's own geom
 * :class:`BottomUpRunner` (multi-person formulations): the whole image letterboxed into the input
   with :func:`~posejax.data.transforms.bottom_up_affine`, every decoded person kept.
 
-Both map the decoded poses back to original-image pixels with the inverse of the affine that
-made the input. Which one applies is decided by ``formulation.input_mode`` alone
-(:func:`make_runner`), never by the formulation's name.
+Both are called the same way, ``runner(image, boxes=None, box_scores=None, *, keep_maps=False)
+-> RunnerResult``, so a caller never asks which one it holds: a top-down runner needs the person
+boxes (and says so when they are missing); a bottom-up runner accepts them and does not use them,
+since it finds every person itself (``uses_boxes`` tells a caller which, e.g. to warn that the
+boxes it was given go unused). Both map the decoded poses back to original-image pixels with the
+inverse of the affine that made the input (:func:`posejax.geometry.poses_to_original`). Which one
+applies is decided by ``formulation.input_mode`` alone (:func:`make_runner`), never by the
+formulation's name.
 
 Stages timed (seconds, ``RunnerResult.timing``): ``preprocess`` (warps), ``network`` (device
 compute, including the transfer of the outputs to the host), ``decode`` (the formulation's
@@ -25,11 +30,12 @@ Shape legend: ``P`` people, ``K`` keypoints, ``n`` network inputs (crops), ``h, 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -37,7 +43,7 @@ import numpy as np
 from posejax import skeleton
 from posejax.data import schema
 from posejax.data.transforms import bottom_up_affine, top_down_affine, warp_example
-from posejax.formulations.base import BOTTOM_UP, TOP_DOWN, Formulation
+from posejax.formulations.base import BOTTOM_UP, TOP_DOWN, DisplayMap, Formulation
 from posejax.geometry import poses_to_original
 
 Predict = Callable[[np.ndarray], Any]  # images (B, h, w, 3) uint8 -> outputs pytree
@@ -58,6 +64,7 @@ class RunnerResult:
       person_input: ``(P,)`` index of the input each person was decoded from.
       maps: the formulation's display maps per input, ``name -> (n, H, W)`` or ``(n, H, W, 3)``
         (only when asked for).
+      map_specs: how each of ``maps`` is drawn (the formulation's ``display_specs``).
     """
 
     poses: np.ndarray
@@ -67,6 +74,7 @@ class RunnerResult:
     transforms: np.ndarray
     person_input: np.ndarray
     maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    map_specs: dict[str, DisplayMap] = dataclasses.field(default_factory=dict)
 
 
 def _image_only_example(image: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,8 +97,16 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-class _Runner:
-    """Shared batching, decoding and back-projection."""
+class Runner(abc.ABC):
+    """One interface for both modes: ``runner(image, boxes=None, box_scores=None, *,
+    keep_maps=False) -> RunnerResult``; shared batching, decoding and back-projection.
+
+    Attributes:
+      uses_boxes: whether the person boxes given to a call are used (top-down) or ignored
+        (bottom-up: the formulation finds the people itself).
+    """
+
+    uses_boxes: ClassVar[bool]
 
     def __init__(
         self,
@@ -111,6 +127,42 @@ class _Runner:
         """Compile the network for this runner's batch shape (a batch of black inputs)."""
         h, w = self.input_size
         jax.block_until_ready(self.predict(np.zeros((self.batch_size, h, w, 3), np.uint8)))
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray | None = None,
+        box_scores: np.ndarray | None = None,
+        *,
+        keep_maps: bool = False,
+    ) -> RunnerResult:
+        """The people in ``image``.
+
+        Args:
+          image: ``(H, W, 3)`` RGB uint8.
+          boxes: ``(P, 4)`` person boxes ``(x, y, w, h)`` in image pixels (e.g. a detector's, or
+            ground truth). Top-down: required, one pose per box, in box order. Bottom-up: not
+            used (``uses_boxes`` is False).
+          box_scores: ``(P,)`` detector scores. Top-down: when given, each person's score is the
+            decoder's score times the box's (the rescoring of Xiao et al., ECCV 2018).
+            Bottom-up: not used.
+          keep_maps: also return the formulation's display maps per network input.
+
+        Raises:
+          ValueError: a top-down runner without ``boxes``, or box scores that do not match them.
+        """
+        image = _check_image(image)
+        timing = dict.fromkeys(STAGES, 0.0)
+        t0 = time.perf_counter()
+        inputs, transforms, extra_scores = self._make_inputs(image, boxes, box_scores)
+        timing["preprocess"] = time.perf_counter() - t0
+        return self._run_inputs(inputs, transforms, extra_scores, timing, keep_maps)
+
+    @abc.abstractmethod
+    def _make_inputs(
+        self, image: np.ndarray, boxes: np.ndarray | None, box_scores: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(inputs (n, h, w, 3) uint8, transforms (n, 2, 3), person score factors or None)``."""
 
     def _run_inputs(
         self,
@@ -165,11 +217,12 @@ class _Runner:
                 np.concatenate(person_input) if person_input else np.zeros((0,), np.int64)
             ),
             maps={name: np.concatenate(parts) for name, parts in maps.items()},
+            map_specs=dict(self.formulation.display_specs) if keep_maps else {},
         )
 
 
-class TopDownRunner(_Runner):
-    """Single-person formulations: one crop per person box.
+class TopDownRunner(Runner):
+    """Single-person formulations: one crop per person box (``boxes`` are required).
 
     Args:
       formulation: a formulation with ``input_mode == "top_down"``.
@@ -178,6 +231,8 @@ class TopDownRunner(_Runner):
       margin: context factor around each box (the run's ``data.top_down.margin``).
       batch_size: crops per network call; the last call is padded to it.
     """
+
+    uses_boxes: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -193,32 +248,20 @@ class TopDownRunner(_Runner):
         super().__init__(formulation, predict, input_size=input_size, batch_size=batch_size)
         self.margin = float(margin)
 
-    def __call__(
-        self,
-        image: np.ndarray,
-        boxes: np.ndarray,
-        box_scores: np.ndarray | None = None,
-        *,
-        keep_maps: bool = False,
-    ) -> RunnerResult:
-        """Poses of the people in ``boxes``.
-
-        Args:
-          image: ``(H, W, 3)`` RGB uint8.
-          boxes: ``(P, 4)`` person boxes ``(x, y, w, h)`` in image pixels (e.g. a detector's, or
-            ground truth); one pose per box, in box order.
-          box_scores: ``(P,)`` detector scores; when given, each person's score is the decoder's
-            score times the box's (the rescoring of Xiao et al., ECCV 2018).
-          keep_maps: also return the formulation's display maps per crop.
-        """
-        image = _check_image(image)
+    def _make_inputs(self, image, boxes, box_scores):
+        if boxes is None:
+            height, width = image.shape[:2]
+            raise ValueError(
+                f"TopDownRunner ({type(self.formulation).__name__}, a top-down formulation) needs "
+                "the person boxes: call runner(image, boxes) with boxes (P, 4) (x, y, w, h) in "
+                "image pixels, e.g. a person detector's, the ground truth's, or the whole image "
+                f"as one person's box [[-0.5, -0.5, {width}, {height}]]"
+            )
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if box_scores is not None:
             box_scores = np.asarray(box_scores, dtype=np.float64).reshape(-1)
             if len(box_scores) != len(boxes):
                 raise ValueError(f"{len(box_scores)} box scores for {len(boxes)} boxes")
-        timing = dict.fromkeys(STAGES, 0.0)
-        t0 = time.perf_counter()
         example = _image_only_example(image)
         h, w = self.input_size
         inputs = np.zeros((len(boxes), h, w, 3), np.uint8)
@@ -228,12 +271,15 @@ class TopDownRunner(_Runner):
             warped = warp_example(example, matrix, self.input_size)
             inputs[i] = warped[schema.IMAGE]
             transforms[i] = warped["transform"]
-        timing["preprocess"] = time.perf_counter() - t0
-        return self._run_inputs(inputs, transforms, box_scores, timing, keep_maps)
+        return inputs, transforms, box_scores
 
 
-class BottomUpRunner(_Runner):
+class BottomUpRunner(Runner):
     """Multi-person formulations: the whole image, letterboxed into the input.
+
+    Called like a :class:`TopDownRunner`; the ``boxes`` and ``box_scores`` of a call are accepted
+    and not used (``uses_boxes`` is False): the formulation finds every person itself, and a
+    caller that has boxes (a detector, the ground truth) need not know which mode it runs.
 
     Args:
       formulation: a formulation with ``input_mode == "bottom_up"``.
@@ -241,6 +287,8 @@ class BottomUpRunner(_Runner):
       input_size: ``(h, w)`` network input (the run's ``data.bottom_up.input_size``).
       batch_size: the batch the network is called with (the image plus padding); 1 by default.
     """
+
+    uses_boxes: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -254,17 +302,13 @@ class BottomUpRunner(_Runner):
             raise ValueError(f"BottomUpRunner needs a bottom-up formulation, got {formulation}")
         super().__init__(formulation, predict, input_size=input_size, batch_size=batch_size)
 
-    def __call__(self, image: np.ndarray, *, keep_maps: bool = False) -> RunnerResult:
-        """Every person the formulation decodes in ``image`` (``(H, W, 3)`` RGB uint8)."""
-        image = _check_image(image)
-        timing = dict.fromkeys(STAGES, 0.0)
-        t0 = time.perf_counter()
+    def _make_inputs(self, image, boxes, box_scores):
+        del boxes, box_scores  # every person the formulation decodes in the whole image
         matrix = bottom_up_affine(image.shape[:2], self.input_size)
         warped = warp_example(_image_only_example(image), matrix, self.input_size)
         inputs = warped[schema.IMAGE][None]
         transforms = np.asarray(warped["transform"], np.float64)[None]
-        timing["preprocess"] = time.perf_counter() - t0
-        return self._run_inputs(inputs, transforms, None, timing, keep_maps)
+        return inputs, transforms, None
 
 
 def make_runner(
@@ -274,7 +318,7 @@ def make_runner(
     input_size: tuple[int, int],
     margin: float = 1.25,
     batch_size: int | None = None,
-) -> TopDownRunner | BottomUpRunner:
+) -> Runner:
     """The runner for ``formulation.input_mode``.
 
     Args:
@@ -300,9 +344,7 @@ def make_runner(
     raise ValueError(f"unknown input mode {formulation.input_mode!r}")
 
 
-def load_runner(
-    run_dir: str | Path, *, batch_size: int | None = None
-) -> tuple[TopDownRunner | BottomUpRunner, Any, int]:
+def load_runner(run_dir: str | Path, *, batch_size: int | None = None) -> tuple[Runner, Any, int]:
     """Runner for a run directory's newest checkpoint: ``(runner, setup, step)``.
 
     The input size and margin are the run's evaluation settings; the parameters stay on the

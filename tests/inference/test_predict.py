@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from posejax.formulations.base import BOTTOM_UP, TOP_DOWN, Formulation, PosePrediction
+from posejax.formulations.base import BOTTOM_UP, TOP_DOWN, DisplayMap, Formulation, PosePrediction
 from posejax.inference.predict import main
 from posejax.inference.runners import STAGES, BottomUpRunner, TopDownRunner, make_runner
 
@@ -172,14 +172,20 @@ class InputCentre(Formulation):
     def oracle_outputs(self, targets):
         raise NotImplementedError
 
-    def decode(self, outputs):
+    def decode(self, outputs, *, stage=-1):
+        self.stage_index(stage)
         h, w = self.input_size
         pose = np.zeros((1, self.num_keypoints, 3), np.float32)
         pose[..., :] = [(w - 1) / 2, (h - 1) / 2, 0.9]
         pose[0, 0] = 0.0
         return [PosePrediction(pose.copy(), np.array([0.5])) for _ in outputs["images"]]
 
-    def display_maps(self, outputs):
+    @property
+    def display_specs(self):
+        return {"brightness": DisplayMap.intensity()}
+
+    def display_maps(self, outputs, *, stage=-1):
+        self.stage_index(stage)
         return {"brightness": outputs["images"].mean(axis=-1)}
 
 
@@ -211,9 +217,15 @@ def test_top_down_runner_maps_crops_back_to_their_boxes():
     np.testing.assert_allclose(result.scores, [0.4, 0.5, 0.25])
     np.testing.assert_array_equal(result.person_input, [0, 1, 2])
     assert result.inputs.shape == (3, 32, 24, 3) and result.maps["brightness"].shape == (3, 32, 24)
+    assert result.map_specs == {"brightness": DisplayMap.intensity()}
     assert set(result.timing) == set(STAGES)
     empty = runner(image, np.zeros((0, 4)))
     assert empty.poses.shape == (0, 17, 3) and empty.scores.shape == (0,)
+    assert runner.uses_boxes
+    with pytest.raises(ValueError, match=r"needs the person boxes.*\[\[-0.5, -0.5, 200, 120\]\]"):
+        runner(image)
+    with pytest.raises(ValueError, match="2 box scores for 3 boxes"):
+        runner(image, boxes, np.array([0.8, 1.0]))
 
 
 def test_bottom_up_runner_letterboxes_the_whole_image():
@@ -225,7 +237,28 @@ def test_bottom_up_runner_letterboxes_the_whole_image():
     result = runner(image)
     assert calls == [(1, 64, 64, 3)]
     np.testing.assert_allclose(result.poses[0, 1:, :2], np.tile([49.5, 29.5], (16, 1)))
+    # Called like a top-down runner: the boxes and their scores are accepted and not used.
+    assert not runner.uses_boxes
+    with_boxes = runner(image, np.array([[10, 20, 30, 30]], float), np.array([0.1]))
+    np.testing.assert_array_equal(with_boxes.poses, result.poses)
+    np.testing.assert_array_equal(with_boxes.scores, result.scores)
     # Letterbox: the 100-wide image fills the 64-wide input; rows above and below are padding.
     assert result.inputs[0, 32, 32, 0] == 200 and result.inputs[0, 0, 32, 0] == 0
     with pytest.raises(ValueError, match="bottom-up"):
         BottomUpRunner(InputCentre(stride=4, input_size=(8, 8)), lambda x: x, input_size=(8, 8))
+
+
+def test_render_map_draws_each_kind_as_its_spec_says():
+    from posejax.inference.draw import colourise, label_colours, render_map
+
+    labels = np.array([[0, 3], [27, 5]])
+    # One colour per class of the spec, whatever the classes present in this map.
+    np.testing.assert_array_equal(
+        render_map(labels, DisplayMap.labels(28)), label_colours(28)[labels]
+    )
+    intensity = np.array([[0.0, 0.5], [1.0, 0.25]], np.float32)
+    np.testing.assert_array_equal(
+        render_map(intensity, DisplayMap.intensity()), colourise(intensity)
+    )
+    rgb = render_map(np.full((2, 2, 3), 2.0), DisplayMap.rgb())
+    assert rgb.dtype == np.uint8 and (rgb == 255).all()
