@@ -37,6 +37,10 @@ class MeanPose(Formulation):
     mean_pose: tuple[tuple[float, float], ...] = ()
     input_mode: ClassVar[str] = TOP_DOWN
 
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ()  # encode reads nothing: there is nothing to train
+
     def make_head(self, in_channels, *, rngs: nnx.Rngs):
         raise NotImplementedError("the mean-pose baseline has no network")
 
