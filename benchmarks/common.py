@@ -46,14 +46,16 @@ def data_dir_override() -> list[str]:
 _SOURCES: dict[tuple, object] = {}
 
 
-def open_train_split(data):
+def open_train_split(data, needs=None):
     """The training split of a ``DataConfig``, opened once per process (top-down pipelines
-    index every person of the split on first use, which takes seconds)."""
+    index every person of the split on first use, which takes seconds); ``needs``: the batch
+    keys read, as in ``posejax.data.splits.open_split`` (the loop passes its formulation's)."""
     from posejax.data.splits import open_split
 
-    key = (data.builder, data.config, repr(data.config_overrides), data.data_dir)
+    needs = None if needs is None else tuple(needs)
+    key = (data.builder, data.config, repr(data.config_overrides), data.data_dir, needs)
     if key not in _SOURCES:
-        _SOURCES[key] = open_split(data, data.train_split)
+        _SOURCES[key] = open_split(data, data.train_split, needs=needs)
     return _SOURCES[key]
 
 
@@ -74,7 +76,7 @@ class Trainer:
         from posejax.train.program import build_program, make_mesh
 
         self.setup = build_setup(cfg)
-        self.source = open_train_split(self.setup.data)
+        self.source = open_train_split(self.setup.data, self.setup.formulation.batch_keys)
         iterator = self.iterator()
         self.program = build_program(self.setup, make_mesh(), next(iterator))
         _close(iterator)
