@@ -28,10 +28,10 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from common import cpu_name  # noqa: E402
 
-from posejax.data.render import SceneConfig, render_scene  # noqa: E402
+from posejax.experiments.grouping import encode_scenes, make_scenes  # noqa: E402
 from posejax.formulations.paf import PartAffinityFields  # noqa: E402
 from posejax.parsing.matching import MATCHERS  # noqa: E402
 from posejax.parsing.paf import group_people  # noqa: E402
@@ -42,29 +42,13 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def make_maps(num_people: int, num_scenes: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Ground-truth ``(N, H, W, K)`` heatmaps, ``(N, H, W, L, 2)`` PAFs and people per scene."""
-    config = SceneConfig(
-        image_size=(INPUT_SIZE, INPUT_SIZE),
-        min_people=num_people,
-        max_people=num_people,
-        min_height=0.3,
-        max_height=0.8,
-    )
-    rng = np.random.default_rng([seed, num_people])
-    keypoints = np.zeros((num_scenes, num_people, 17, 3), np.float32)
-    valid = np.zeros((num_scenes, num_people), bool)
-    for i in range(num_scenes):
-        people = render_scene(rng, config)["keypoints"]
-        keypoints[i, : len(people)] = people
-        valid[i, : len(people)] = True
+    """Ground-truth ``(N, H, W, K)`` heatmaps, ``(N, H, W, L, 2)`` PAFs and people per scene
+    (the scenes and encoding of ``posejax.experiments.grouping``, at 256x256)."""
+    scenes = make_scenes(num_people, num_scenes, seed, image_size=INPUT_SIZE, heights=(0.3, 0.8))
     formulation = PartAffinityFields(stride=STRIDE, input_size=(INPUT_SIZE, INPUT_SIZE))
-    batch = {
-        "keypoints": keypoints,
-        "valid": valid,
-        "loss_mask": np.ones((num_scenes, INPUT_SIZE, INPUT_SIZE), np.float32),
-    }
-    targets = jax.jit(formulation.encode)(batch)
-    return np.asarray(targets["heatmaps"]), np.asarray(targets["pafs"]), valid.sum(axis=1)
+    maps = encode_scenes(formulation, scenes, "clean", seed)
+    people = np.array([len(scene["keypoints"]) for scene in scenes])
+    return np.stack([h for h, _ in maps]), np.stack([p for _, p in maps]), people
 
 
 def time_scene(heatmaps, pafs, matcher: str, repeats: int) -> tuple[float, int]:
@@ -118,7 +102,7 @@ def main() -> None:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),
-            "processor": _cpu_name(),
+            "processor": cpu_name(),
             "python": platform.python_version(),
             "numpy": np.__version__,
             "load_average_1_5_15_min": os.getloadavg(),
@@ -129,16 +113,6 @@ def main() -> None:
     (args.out / "bench_parsing.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "bench_parsing.md").write_text(_markdown(report))
     print(f"wrote {args.out / 'bench_parsing.json'} and bench_parsing.md")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _markdown(report: dict) -> str:

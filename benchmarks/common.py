@@ -155,7 +155,7 @@ def machine() -> dict:
     device = jax.devices()[0]
     return {
         "platform": platform.platform(),
-        "processor": _cpu_name(),
+        "processor": cpu_name(),
         "cpu_count": os.cpu_count(),
         "jax_backend": jax.default_backend(),
         "device_kind": device.device_kind,
@@ -166,7 +166,7 @@ def machine() -> dict:
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -60,17 +60,24 @@ METRICS = (
 
 
 def make_scenes(
-    num_people: int, num_scenes: int, seed: int, *, max_overlap: float = 0.3
+    num_people: int,
+    num_scenes: int,
+    seed: int,
+    *,
+    max_overlap: float = 0.3,
+    image_size: int = IMAGE_SIZE,
+    heights: tuple[float, float] = (0.25, 0.6),
 ) -> list[dict]:
-    """``num_scenes`` rendered scenes of exactly ``num_people`` people (fewer only where the
-    renderer drops a person it could not make visible); ``max_overlap`` is the renderer's
-    box-IoU rule (0.3: the dataset's "groups, not piles"; 1: people placed anywhere)."""
+    """``num_scenes`` rendered square scenes of exactly ``num_people`` people (fewer only where
+    the renderer drops a person it could not make visible); ``max_overlap`` is the renderer's
+    box-IoU rule (0.3: the dataset's "groups, not piles"; 1: people placed anywhere),
+    ``heights`` the range of person heights as fractions of the image."""
     config = SceneConfig(
-        image_size=(IMAGE_SIZE, IMAGE_SIZE),
+        image_size=(image_size, image_size),
         min_people=num_people,
         max_people=num_people,
-        min_height=0.25,
-        max_height=0.6,
+        min_height=heights[0],
+        max_height=heights[1],
         max_overlap=max_overlap,
     )
     rng = np.random.default_rng([seed, num_people])
@@ -94,7 +101,7 @@ def encode_scenes(formulation, scenes: Sequence[dict], condition: str, seed: int
         batch = {
             "keypoints": keypoints,
             "valid": np.ones(keypoints.shape[:2], bool),
-            "loss_mask": np.ones((1, IMAGE_SIZE, IMAGE_SIZE), np.float32),
+            "loss_mask": np.ones((1, *scene["image"].shape[:2]), np.float32),
         }
         targets = encode(batch)
         heatmaps = np.asarray(targets["heatmaps"][0])
