@@ -1,10 +1,34 @@
-"""Small pieces several formulations share: mask downsampling, conv heads."""
+"""Small pieces several formulations share: Gaussian targets, mask downsampling, conv heads."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+
+def gaussian_maps(
+    xy: jax.Array, present: jax.Array, map_size: tuple[int, int], sigma: float
+) -> jax.Array:
+    """Per-joint Gaussian maps, maximum over people.
+
+    ``G_k(p) = max_m exp(-|p - x_{m,k}|^2 / (2 sigma^2))`` on the map's pixel centres
+    (Tompson et al. 2014; Cao et al. 2017, Eq. 6-7). Leading batch axes ``...`` are kept.
+
+    Args:
+      xy: ``(..., M, K, 2)`` keypoints in map pixels.
+      present: ``(..., M, K)`` bool, which (person, joint) pairs get a Gaussian.
+      map_size: ``(H, W)``.
+      sigma: standard deviation in map pixels.
+
+    Returns:
+      ``(..., H, W, K)`` float32 in ``[0, 1]``.
+    """
+    height, width = map_size
+    gx = jnp.exp(-((jnp.arange(width) - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., M, K, W)
+    gy = jnp.exp(-((jnp.arange(height) - xy[..., 1:2]) ** 2) / (2 * sigma**2))  # (..., M, K, H)
+    maps = jnp.where(present[..., None, None], gy[..., :, None] * gx[..., None, :], 0.0)
+    return jnp.moveaxis(maps.max(axis=-4), -3, -1).astype(jnp.float32)
 
 
 def downsample_mask(mask: jax.Array, stride: int) -> jax.Array:

@@ -29,33 +29,9 @@ import numpy as np
 from flax import nnx
 
 from posejax.formulations.base import TOP_DOWN, Batch, DisplayMap, Formulation, PosePrediction
-from posejax.formulations.common import ConvHead, downsample_mask
+from posejax.formulations.common import ConvHead, downsample_mask, gaussian_maps
 from posejax.geometry import image_to_map, map_to_image
 from posejax.subpixel import refine_peaks_log_parabola
-
-
-def gaussian_maps(
-    keypoints: jax.Array, weight: jax.Array, map_size: tuple[int, int], stride: int, sigma: float
-) -> jax.Array:
-    """Per-joint Gaussian maps, maximum over people.
-
-    Args:
-      keypoints: ``(B, M, K, 3)`` in input pixels.
-      weight: ``(B, M, K)`` bool, which (person, joint) pairs get a Gaussian.
-      map_size: ``(H, W)``.
-      stride: output stride.
-      sigma: standard deviation in map pixels.
-
-    Returns:
-      ``(B, H, W, K)`` float32 in ``[0, 1]``.
-    """
-    h, w = map_size
-    xy = image_to_map(keypoints[..., :2], stride)
-    gx = jnp.exp(-((jnp.arange(w) - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (B, M, K, W)
-    gy = jnp.exp(-((jnp.arange(h) - xy[..., 1:2]) ** 2) / (2 * sigma**2))  # (B, M, K, H)
-    maps = gy[..., :, None] * gx[..., None, :]  # (B, M, K, H, W)
-    maps = jnp.where(weight[..., None, None], maps, 0.0).max(axis=1)
-    return jnp.transpose(maps, (0, 2, 3, 1)).astype(jnp.float32)
 
 
 def decode_heatmaps(heatmaps: np.ndarray, stride: int) -> np.ndarray:
@@ -94,8 +70,9 @@ class GaussianHeatmap(Formulation):
     def encode(self, batch: Batch) -> dict[str, jax.Array]:
         kps = batch["keypoints"]
         weight = (kps[..., 2] > 0) & batch["valid"][..., None]
+        xy = image_to_map(kps[..., :2], self.stride)
         return {
-            "heatmaps": gaussian_maps(kps, weight, self.map_size, self.stride, self.sigma),
+            "heatmaps": gaussian_maps(xy, weight, self.map_size, self.sigma),
             "joint_weight": weight.any(axis=1).astype(jnp.float32),  # (B, K)
             "pixel_weight": downsample_mask(batch["loss_mask"], self.stride),  # (B, H, W)
         }

@@ -49,7 +49,7 @@ from flax import nnx
 
 from posejax import skeleton
 from posejax.formulations.base import BOTTOM_UP, Batch, DisplayMap, Formulation, PosePrediction
-from posejax.formulations.common import ConvHead, downsample_mask
+from posejax.formulations.common import ConvHead, downsample_mask, gaussian_maps
 from posejax.geometry import image_to_map, map_to_image
 from posejax.parsing.paf import ParsingConfig, group_people
 
@@ -57,22 +57,9 @@ from posejax.parsing.paf import ParsingConfig, group_people
 def confidence_maps(
     xy: jax.Array, present: jax.Array, map_size: tuple[int, int], sigma: float
 ) -> jax.Array:
-    """Gaussian part confidence maps, maximum over people (Eq. 6-7).
-
-    Args:
-      xy: ``(M, K, 2)`` keypoints in map pixels.
-      present: ``(M, K)`` bool, which keypoints get a Gaussian.
-      map_size: ``(H, W)``.
-      sigma: standard deviation in map pixels.
-
-    Returns:
-      ``(H, W, K)`` float32 in ``[0, 1]``.
-    """
-    height, width = map_size
-    gx = jnp.exp(-((jnp.arange(width) - xy[..., 0:1]) ** 2) / (2.0 * sigma**2))  # (M, K, W)
-    gy = jnp.exp(-((jnp.arange(height) - xy[..., 1:2]) ** 2) / (2.0 * sigma**2))  # (M, K, H)
-    maps = jnp.where(present[..., None, None], gy[..., :, None] * gx[..., None, :], 0.0)
-    return jnp.transpose(maps.max(axis=0), (1, 2, 0)).astype(jnp.float32)
+    """Part confidence maps (Eq. 6-7) of one image: ``(M, K, 2)`` map pixels, ``(M, K)`` bool
+    -> ``(H, W, K)``; :func:`posejax.formulations.common.gaussian_maps`."""
+    return gaussian_maps(xy, present, map_size, sigma)
 
 
 def part_affinity_fields(
@@ -247,7 +234,6 @@ class PartAffinityFields(Formulation):
         keypoints = jnp.asarray(batch["keypoints"], jnp.float32)
         xy = image_to_map(keypoints[..., :2], self.stride)  # (B, M, K, 2)
         present = (keypoints[..., 2] > 0) & jnp.asarray(batch["valid"], bool)[..., None]
-        maps = jax.vmap(lambda p, v: confidence_maps(p, v, self.map_size, self.sigma))
         margin = self.limb_width if self.extend_limb_ends else 0.0
         fields = jax.vmap(
             lambda p, v: part_affinity_fields(
@@ -255,7 +241,8 @@ class PartAffinityFields(Formulation):
             )
         )
         mask = downsample_mask(jnp.asarray(batch["loss_mask"], jnp.float32), self.stride)
-        return {"heatmaps": maps(xy, present), "pafs": fields(xy, present), "mask": mask}
+        heatmaps = gaussian_maps(xy, present, self.map_size, self.sigma)
+        return {"heatmaps": heatmaps, "pafs": fields(xy, present), "mask": mask}
 
     def loss(self, outputs, targets) -> tuple[jax.Array, dict[str, jax.Array]]:
         mask = targets["mask"]  # (B, H, W)
