@@ -77,3 +77,14 @@ class ConvHead(nnx.Module):
         for conv in self.hidden:
             x = jax.nn.relu(conv(x))
         return self.out(x).astype(jnp.float32)
+
+
+class KeyedHead(nnx.Module):
+    """A :class:`ConvHead` whose maps are returned under one key: ``{key: (B, H, W, C)}``."""
+
+    def __init__(self, key: str, conv: ConvHead):
+        self.key = key
+        self.conv = conv
+
+    def __call__(self, features: jax.Array) -> dict[str, jax.Array]:
+        return {self.key: self.conv(features)}

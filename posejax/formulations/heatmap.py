@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from posejax.formulations.base import TOP_DOWN, Batch, DisplayMap, Formulation, PosePrediction
-from posejax.formulations.common import ConvHead, downsample_mask, gaussian_maps
+from posejax.formulations.common import ConvHead, KeyedHead, downsample_mask, gaussian_maps
 from posejax.geometry import image_to_map, map_to_image
 from posejax.subpixel import refine_peaks_log_parabola
 
@@ -57,14 +57,15 @@ class GaussianHeatmap(Formulation):
     input_mode: ClassVar[str] = TOP_DOWN
 
     def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
-        return _HeatmapHead(
+        return KeyedHead(
+            "heatmaps",
             ConvHead(
                 in_channels,
                 self.head_channels,
                 self.num_keypoints,
                 depth=self.head_depth,
                 rngs=rngs,
-            )
+            ),
         )
 
     def encode(self, batch: Batch) -> dict[str, jax.Array]:
@@ -98,11 +99,3 @@ class GaussianHeatmap(Formulation):
     def display_maps(self, outputs, *, stage: int = -1) -> dict[str, np.ndarray]:
         self.stage_index(stage)
         return {"heatmap_max": np.asarray(outputs["heatmaps"]).max(axis=-1)}
-
-
-class _HeatmapHead(nnx.Module):
-    def __init__(self, conv: ConvHead):
-        self.conv = conv
-
-    def __call__(self, features: jax.Array) -> dict[str, jax.Array]:
-        return {"heatmaps": self.conv(features)}

@@ -80,7 +80,7 @@ from posejax.formulations.base import (
     PosePrediction,
     Targets,
 )
-from posejax.formulations.common import downsample_mask, promote_to_input_dtype
+from posejax.formulations.common import ConvHead, KeyedHead, downsample_mask
 
 BACKGROUND_CLASS = 0
 NUM_PART_CLASSES = skeleton.NUM_BODY_PARTS  # background + 10 parts = 11
@@ -103,32 +103,6 @@ LABELS = "labels"  # targets: (B, H, W) int32, all 28 classes
 PART_LABELS = "part_labels"  # targets: (B, H, W) int32, body-part layer under the discs
 MASK = "mask"  # targets: (B, H, W) float32 loss mask at map size
 WEIGHTS = "weights"  # targets: (B, H, W) float32 mask x class weight
-
-
-class SegmentationHead(nnx.Module):
-    """``num_convs`` x (3x3 conv + ReLU) then a 1x1 classifier -> ``{"logits": (B, H, W, C)}``."""
-
-    def __init__(
-        self, in_channels: int, *, num_classes: int, channels: int, num_convs: int, rngs: nnx.Rngs
-    ):
-        convs = []
-        for _ in range(num_convs):
-            convs.append(
-                nnx.Conv(
-                    in_channels, channels, (3, 3), promote_dtype=promote_to_input_dtype, rngs=rngs
-                )
-            )
-            in_channels = channels
-        self.convs = nnx.List(convs)
-        self.classifier = nnx.Conv(
-            in_channels, num_classes, (1, 1), promote_dtype=promote_to_input_dtype, rngs=rngs
-        )
-
-    def __call__(self, features: jax.Array) -> dict[str, jax.Array]:
-        x = features
-        for conv in self.convs:
-            x = jax.nn.relu(conv(x))
-        return {LOGITS: self.classifier(x).astype(jnp.float32)}
 
 
 def _segment_distance(points: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -327,12 +301,11 @@ class PartSegmentation(Formulation):
         }
 
     def make_head(self, in_channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
-        return SegmentationHead(
-            in_channels,
-            num_classes=NUM_CLASSES,
-            channels=self.head_channels,
-            num_convs=self.head_convs,
-            rngs=rngs,
+        return KeyedHead(
+            LOGITS,
+            ConvHead(
+                in_channels, self.head_channels, NUM_CLASSES, depth=self.head_convs, rngs=rngs
+            ),
         )
 
     def _grid(self) -> jax.Array:
