@@ -41,7 +41,7 @@ key                 shape / dtype             meaning
 ==================  ========================  ================================================
 
 In top-down mode ``M == 1`` and person 0 is the person the crop was made for (other people can
-appear in the crop but are not targets). In bottom-up mode ``M`` is ``data.max_people``.
+appear in the crop but are not targets). In bottom-up mode ``M`` is ``data.bottom_up.max_people``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from posejax.data.pipeline import PipelineConfig
 from posejax.data.transforms import AugmentConfig
-from posejax.formulations.base import INPUT_MODES, Formulation
+from posejax.formulations.base import INPUT_MODES, TOP_DOWN, Formulation
 from posejax.models import PoseModel
 from posejax.runs.optim import OptimConfig, build_optimizer
 
@@ -89,7 +89,6 @@ class DataConfig:
     builder_kwargs: dict
     pipeline: PipelineConfig
     eval_pipeline: PipelineConfig
-    on_bad_example: str = "raise"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,12 +101,19 @@ class DataConfig:
 
 
 @dataclasses.dataclass
-class InputModeSchema:
-    """``data.top_down`` / ``data.bottom_up``."""
+class TopDownSchema:
+    """``data.top_down``: one crop per person."""
 
     input_size: tuple[int, int] = MISSING  # (h, w)
-    margin: float = 1.25
-    max_people: int = 1
+    margin: float = 1.25  # context factor around the person box
+
+
+@dataclasses.dataclass
+class BottomUpSchema:
+    """``data.bottom_up``: the whole image."""
+
+    input_size: tuple[int, int] = MISSING  # (h, w)
+    max_people: int = 1  # person slots M per image
 
 
 @dataclasses.dataclass
@@ -129,8 +135,8 @@ class DataSchema:
     eval_split: str = "validation"
     num_workers: int = 0
     min_keypoints: int = 1
-    top_down: InputModeSchema | None = None
-    bottom_up: InputModeSchema | None = None
+    top_down: TopDownSchema | None = None
+    bottom_up: BottomUpSchema | None = None
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
@@ -175,7 +181,6 @@ class Setup:
     trainer: TrainerConfig
     optim: OptimConfig
     data: DataConfig
-    dtype: Any
     config: dict  # the resolved config, for the run directory
 
 
@@ -209,7 +214,7 @@ def _check_target_keys(group: str, cls: type, node: dict, supplied: tuple[str, .
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     valid = sorted(set(params) - set(supplied))
-    for key in sorted(set(node) - {"_target_", "_partial_", "name"}):
+    for key in sorted(set(node) - {"_target_", "_partial_"}):
         if key in supplied:
             raise ConfigError(f"{group}.{key} is set at run time and cannot be configured")
         if key not in params:
@@ -236,7 +241,6 @@ def build_formulation(cfg: DictConfig, *, stride: int, input_size: tuple[int, in
     node = OmegaConf.to_container(cfg.formulation, resolve=True)
     _check_target_keys("formulation", _formulation_class(cfg), node, ("stride", "input_size"))
     node.pop("_partial_", None)
-    node.pop("name", None)
     try:
         return hydra.utils.instantiate(node, stride=stride, input_size=tuple(input_size))
     except Exception as err:  # noqa: BLE001 - hydra wraps the constructor's error; say which group
@@ -247,7 +251,6 @@ def build_backbone(cfg: DictConfig, *, dtype, rngs: nnx.Rngs) -> nnx.Module:
     node = OmegaConf.to_container(cfg.backbone, resolve=True)
     _check_target_keys("backbone", _target_class(cfg, "backbone"), node, ("dtype", "rngs"))
     node.pop("_partial_", None)
-    node.pop("name", None)
     try:
         return hydra.utils.instantiate(node, dtype=dtype, rngs=rngs)
     except Exception as err:  # noqa: BLE001
@@ -281,11 +284,16 @@ def data_config(
     if OmegaConf.is_missing(mode_cfg, "input_size"):
         raise ConfigError(f"data.{mode}.input_size is not set")
     augment = _dataclass_from(AugmentConfig, d.augment, "data.augment")
+    # Each mode reads only its own key: the crop margin (top-down, where M = 1) or the person
+    # slots M (bottom-up, where nothing is cropped).
+    if mode == TOP_DOWN:
+        mode_keys = dict(margin=float(mode_cfg.margin))
+    else:
+        mode_keys = dict(max_people=int(mode_cfg.max_people))
     common = dict(
         mode=mode,
         input_size=tuple(mode_cfg.input_size),
-        max_people=int(mode_cfg.max_people),
-        margin=float(mode_cfg.margin),
+        **mode_keys,
         num_workers=int(d.num_workers),
         seed=seed,
         min_keypoints=int(d.min_keypoints),
@@ -312,7 +320,6 @@ def data_config(
         builder_kwargs=builder_kwargs,
         pipeline=pipeline,
         eval_pipeline=eval_pipeline,
-        on_bad_example=on_bad_example,
     )
 
 
@@ -481,6 +488,5 @@ def build_setup(cfg: DictConfig, *, num_devices: int | None = None) -> Setup:
         trainer=trainer,
         optim=checked.optim,
         data=checked.data,
-        dtype=dtype,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
