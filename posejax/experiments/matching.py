@@ -22,12 +22,14 @@ Writes ``summary.csv``, ``summary.md`` and ``plot.png`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from posejax.evaluation.evaluator import ImagePrefix, evaluate
 from posejax.experiments.common import MemoisedPredict, command_line, metric_row, restore_predict
@@ -49,8 +51,9 @@ METRICS = (
 
 def time_parsing(
     maps: Sequence[tuple[np.ndarray, np.ndarray]], settings: dict, *, repeats: int
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Median seconds of ``group_people(heatmaps, pafs, **settings)`` per image, and its poses.
+) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    """Median seconds of ``group_people(heatmaps, pafs, **settings)`` per image, its poses and
+    the grouping's status (``GroupingInfo.status``: ILP ``optimal`` / ``time_limit`` / ...).
 
     Args:
       maps: per image, ``(H, W, K)`` heatmaps and ``(H, W, L, 2)`` PAFs.
@@ -58,18 +61,20 @@ def time_parsing(
       repeats: timed runs per image.
 
     Returns:
-      ``(seconds (N,), poses)`` with ``poses[i]`` the ``(P, K, 3)`` result for image ``i``.
+      ``(seconds (N,), poses, statuses)`` with ``poses[i]`` the ``(P, K, 3)`` result for image
+      ``i``.
     """
-    seconds, poses = np.zeros(len(maps)), []
+    seconds, poses, statuses = np.zeros(len(maps)), [], []
     for i, (heatmaps, pafs) in enumerate(maps):
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()
-            people, _ = group_people(heatmaps, pafs, **settings)
+            people, _, info = group_people(heatmaps, pafs, return_info=True, **settings)
             runs.append(time.perf_counter() - start)
         seconds[i] = np.median(runs)
         poses.append(people)
-    return seconds, poses
+        statuses.append(info.status.split(":")[0])
+    return seconds, poses, statuses
 
 
 def compare_matchers(
@@ -79,15 +84,20 @@ def compare_matchers(
     split: str | None = None,
     repeats: int = 5,
     matchers: Sequence[str] = tuple(VARIANTS),
+    parsing: dict | None = None,
 ) -> list[dict]:
     """One row per grouping (a name of :data:`VARIANTS`): evaluator metrics, parsing time and
-    agreement with greedy."""
+    agreement with greedy. ``parsing``: :class:`ParsingConfig` fields set for every grouping
+    (e.g. a shorter ``ilp_time_limit``), before each variant's own."""
     from posejax.data.splits import open_split
 
     setup, predict, step = restore_predict(run_dir)
     formulation = setup.formulation
     if not isinstance(formulation, PartAffinityFields):
         raise TypeError(f"{run_dir} trained {type(formulation).__name__}, not a PAF formulation")
+    formulation = dataclasses.replace(
+        formulation, parsing=dataclasses.replace(formulation.parsing, **(parsing or {}))
+    )
     source = ImagePrefix(open_split(setup.data, split or setup.data.eval_split), num_images)
     memo = MemoisedPredict(predict)
     results, gt = {}, None
@@ -109,7 +119,7 @@ def compare_matchers(
     parses, rows = {}, []
     for matcher in matchers:
         settings = {"limbs": formulation.limbs, "config": formulation.parsing, **VARIANTS[matcher]}
-        seconds, parses[matcher] = time_parsing(maps, settings, repeats=repeats)
+        seconds, parses[matcher], statuses = time_parsing(maps, settings, repeats=repeats)
         reference = parses.get("greedy", parses[matcher])
         same = np.mean(
             [
@@ -126,7 +136,9 @@ def compare_matchers(
             "checkpoint_step": step,
             "network_calls": memo.calls,
         }
-        rows.append(metric_row(matcher, {"matcher": matcher}, metrics))
+        counts = collections.Counter(statuses)
+        summary = ",".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+        rows.append(metric_row(matcher, {"matcher": matcher, "status": summary}, metrics))
     return rows
 
 
@@ -161,9 +173,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--split", default=None, help="dataset split (default: the run's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed parses per image")
     parser.add_argument("--title", default="E4: greedy vs optimal vs ILP grouping")
+    parser.add_argument(
+        "--parsing",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ParsingConfig fields for every grouping, e.g. ilp_time_limit=2 ilp_fallback=greedy",
+    )
     args = parser.parse_args(argv)
+    parsing = {}
+    for item in args.parsing:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--parsing {item!r}: expected KEY=VALUE")
+        parsing[key] = yaml.safe_load(value)
     rows = compare_matchers(
-        args.run_dir, num_images=args.num_images, split=args.split, repeats=args.repeats
+        args.run_dir,
+        num_images=args.num_images,
+        split=args.split,
+        repeats=args.repeats,
+        parsing=parsing,
     )
     command = command_line("posejax.experiments.matching", argv)
     _, md_path = write_table(
