@@ -351,13 +351,13 @@ def load_runner(run_dir: str | Path, *, batch_size: int | None = None) -> tuple[
     device and are passed to the jitted model at every call (not baked into the program).
     """
     from posejax.runs.directory import restore_run
+    from posejax.runs.state import jitted_predict
 
     setup, model_def, params, step = restore_run(run_dir)
-    apply = jax.jit(model_def.apply)
     pipeline = setup.data.eval_pipeline
     runner = make_runner(
         setup.formulation,
-        lambda images: apply(params, images),
+        jitted_predict(model_def, params),
         input_size=pipeline.input_size,
         margin=pipeline.margin,
         batch_size=batch_size,
