@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from posejax.data.pipeline import make_train_iterator
 from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
-from posejax.inference.draw import colourise, draw_poses, grid, save_png
+from posejax.inference.draw import draw_poses, grid, render_map, save_png
 from posejax.runs.checkpoint import Checkpointer
 from posejax.runs.setup import Setup, TrainerConfig, build_setup
 from posejax.runs.state import count_params
@@ -325,11 +325,9 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
     picture = grid(panels)
     save_png(run_dir / "visuals" / f"step_{step:06d}_poses.png", picture)
     writer.write_image(step, "val/poses", picture)
+    specs = formulation.display_specs  # how each display map is drawn
     for name in samples[0]["maps"]:
-        maps = [
-            colourise(s["maps"][name]) if s["maps"][name].ndim == 2 else s["maps"][name]
-            for s in samples
-        ]
+        maps = [render_map(s["maps"][name], specs[name]) for s in samples]
         cell = samples[0]["image"].shape[:2]
         picture = grid(maps, cell_size=cell)
         save_png(run_dir / "visuals" / f"step_{step:06d}_{name}.png", picture)
