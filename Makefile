@@ -22,8 +22,11 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Two pytest workers; each test module stays on one worker (--dist loadfile), so module
+# fixtures (the tiny training runs several tests share) are built once.
+PYTEST_WORKERS ?= 2
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 data: setup
 	$(PY) -m posejax.data.build synthetic_people --config multi --data-dir data
