@@ -69,7 +69,8 @@ class GroupingInfo:
 
     Attributes:
       method: ``"ilp"`` or ``"greedy"`` (also when the ILP fell back to it).
-      status: ``"optimal"``, ``"time_limit"`` (best solution found, repaired if needed),
+      status: ``"optimal"``, ``"time_limit"`` or ``"round_limit"`` (the best solution found,
+        repaired by the assembly if it still joins two candidates of a part),
         ``"fallback: <reason>"`` or, for the per-limb matchers, ``"heuristic"``.
       gap: relative optimality gap of the last solve (0 when optimal; NaN if unknown).
       variables: binary variables (candidate pairs) of the program.
