@@ -378,7 +378,9 @@ def _group(heatmaps, pafs, limbs, config: ParsingConfig):
     local = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     row, col = np.divmod(local, count[pair_limb, 1])
     pair_a, pair_b = first[pair_limb, 0] + row, first[pair_limb, 1] + col
-    score, valid = _score_pairs(pafs, candidates.xy, pair_limb, pair_a, pair_b, heatmaps, config)
+    score, valid = _score_pairs(
+        pafs, candidates.xy, pair_limb, pair_a, pair_b, heatmaps.shape[0], config
+    )
 
     # Connections (part_a, part_b, a, b, score) for the assembly, by decreasing score.
     matcher = config.matcher
@@ -438,7 +440,7 @@ def _group(heatmaps, pafs, limbs, config: ParsingConfig):
     return poses, scores, info
 
 
-def _score_pairs(pafs, xy, pair_limb, pair_a, pair_b, heatmaps, config: ParsingConfig):
+def _score_pairs(pafs, xy, pair_limb, pair_a, pair_b, map_height: int, config: ParsingConfig):
     """:func:`connection_scores` of every candidate pair, exactly, at a fraction of the cost.
 
     Most pairs join candidates of different people and have no field along their segment. A
@@ -458,23 +460,23 @@ def _score_pairs(pafs, xy, pair_limb, pair_a, pair_b, heatmaps, config: ParsingC
     valid = np.zeros(pair_a.size, bool)
     # Interior samples: near the ends a wrong pair still reads its own candidates' fields.
     probe = np.unique(np.linspace(0, samples - 1, 5)[1:-1].round().astype(np.int64))
-    candidates = np.arange(pair_a.size)
+    kept = np.arange(pair_a.size)  # the pairs scored in full
     if config.min_positive_fraction <= 1.0 and probe.size > allowed_failures:
         dots = limb_sample_dots(
             pafs, pair_limb, start, end, num_samples=samples, sample_index=probe
         )
-        candidates = np.flatnonzero((dots <= config.sample_threshold).sum(-1) <= allowed_failures)
+        kept = np.flatnonzero((dots <= config.sample_threshold).sum(-1) <= allowed_failures)
     dots = limb_sample_dots(
         pafs,
-        pair_limb[candidates],
-        start[candidates],
-        end[candidates],
+        pair_limb[kept],
+        start[kept],
+        end[kept],
         num_samples=samples,
     )
-    score[candidates], valid[candidates] = connection_scores(
+    score[kept], valid[kept] = connection_scores(
         dots,
-        length[candidates],
-        map_height=heatmaps.shape[0],
+        length[kept],
+        map_height=map_height,
         sample_threshold=config.sample_threshold,
         min_positive_fraction=config.min_positive_fraction,
         distance_prior=config.distance_prior,
