@@ -202,43 +202,38 @@ def conflict_paths(chosen: np.ndarray, a, b, part) -> list[np.ndarray]:
     for root in adjacency:
         if root in seen:
             continue
-        # Breadth-first tree of the component from its root, then paths through the tree.
-        parent = {root: (-1, -1)}
-        queue = deque([root])
-        while queue:
-            u = queue.popleft()
-            for v, e in adjacency[u]:
-                if v not in parent:
-                    parent[v] = (u, e)
-                    queue.append(v)
-        seen.update(parent)
+        # Breadth-first tree of the component from its root, then shortest paths between each
+        # part's first candidate and its others.
+        component = _bfs_parents(root, adjacency)
+        seen.update(component)
         first_of: dict[int, int] = {}
-        for node in parent:
+        for node in component:
             p = int(part[node])
             if p not in first_of:
                 first_of[p] = node
                 continue
-            paths.append(_path_edges(first_of[p], node, adjacency))
+            parent = _bfs_parents(first_of[p], adjacency, stop=node)
+            edges = []
+            while node != first_of[p]:
+                node, e = parent[node]
+                edges.append(e)
+            paths.append(np.asarray(edges, np.int64))
     return paths
 
 
-def _path_edges(source: int, target: int, adjacency) -> np.ndarray:
+def _bfs_parents(source: int, adjacency, stop: int | None = None) -> dict[int, tuple[int, int]]:
+    """``{node: (parent, edge)}`` of a breadth-first search from ``source`` (until ``stop``)."""
     parent = {source: (-1, -1)}
     queue = deque([source])
     while queue:
         u = queue.popleft()
-        if u == target:
+        if u == stop:
             break
         for v, e in adjacency[u]:
             if v not in parent:
                 parent[v] = (u, e)
                 queue.append(v)
-    edges = []
-    node = target
-    while node != source:
-        node, e = parent[node]
-        edges.append(e)
-    return np.asarray(edges, np.int64)
+    return parent
 
 
 def solve_grouping(
@@ -249,8 +244,8 @@ def solve_grouping(
     part: np.ndarray,
     *,
     num_types: int,
-    max_variables: int = 4000,
-    time_limit: float = 10.0,
+    max_variables: int,
+    time_limit: float,
     max_rounds: int = 100,
 ) -> tuple[np.ndarray, GroupingInfo]:
     """Choose the candidate pairs that maximise the total weight of a valid partition.
@@ -261,8 +256,9 @@ def solve_grouping(
       weight: ``(E,)`` positive weights.
       part: ``(C,)`` part type of every candidate.
       num_types: number of pair types.
-      max_variables: size limit; more pairs raise :class:`GroupingTooLarge`.
-      time_limit: seconds for the whole cutting-plane loop.
+      max_variables: size limit; more pairs raise :class:`GroupingTooLarge`
+        (``ParsingConfig.ilp_max_variables`` in :func:`posejax.parsing.paf.group_people`).
+      time_limit: seconds for the whole cutting-plane loop (``ParsingConfig.ilp_time_limit``).
       max_rounds: most solves of the loop.
 
     Returns:

@@ -13,6 +13,11 @@ from posejax.parsing.matching import match_greedy_grouped, match_optimal
 from posejax.parsing.paf import ParsingConfig, assemble_people, group_people
 
 NOSE, LEYE, REYE = 0, 1, 2
+# The limits group_people passes by default.
+LIMITS = {
+    "max_variables": ParsingConfig().ilp_max_variables,
+    "time_limit": ParsingConfig().ilp_time_limit,
+}
 FACE_LIMBS = [(NOSE, LEYE), (NOSE, REYE), (LEYE, REYE)]
 
 
@@ -66,7 +71,7 @@ def test_global_program_recovers_people_that_per_limb_matching_mis_assembles():
     rows, cols = match_optimal(scores, scores > 0)
     assert (rows.tolist(), cols.tolist()) == ([0], [1])
     # The global program does not.
-    chosen, info = ilp.solve_grouping(a, b, kind, weight, part, num_types=3)
+    chosen, info = ilp.solve_grouping(a, b, kind, weight, part, num_types=3, **LIMITS)
     assert info.status == "optimal" and info.method == "ilp" and info.gap <= 1e-6
     assert _people(_connections(part, a, b, weight, np.flatnonzero(chosen)), 6) == truth
     assert weight[chosen].sum() == pytest.approx(4.4)
@@ -82,7 +87,7 @@ def test_lazy_rows_keep_one_candidate_of_each_part_per_person():
     b = np.array([2, 3, 4, 1])
     kind = np.arange(4)
     weight = np.array([0.9, 0.9, 0.9, 0.8])
-    chosen, info = ilp.solve_grouping(a, b, kind, weight, part, num_types=len(types))
+    chosen, info = ilp.solve_grouping(a, b, kind, weight, part, num_types=len(types), **LIMITS)
     assert info.status == "optimal" and info.rounds >= 2  # the first solve chains them
     assert not ilp.conflict_paths(chosen, a, b, part)
     assert chosen.sum() == 3 and not chosen[3]  # the weakest edge of the path is cut
@@ -100,10 +105,14 @@ def test_triangle_rows_make_the_partition_transitive():
 
 def test_size_limit_is_exact_and_explained():
     part, a, b, kind, weight, _ = _triangle_scene()
-    chosen, info = ilp.solve_grouping(a, b, kind, weight, part, num_types=3, max_variables=7)
+    chosen, info = ilp.solve_grouping(
+        a, b, kind, weight, part, num_types=3, max_variables=7, time_limit=LIMITS["time_limit"]
+    )
     assert info.variables == 7 and info.status == "optimal"
     with pytest.raises(ilp.GroupingTooLarge, match="7 candidate pairs exceed .*=6"):
-        ilp.solve_grouping(a, b, kind, weight, part, num_types=3, max_variables=6)
+        ilp.solve_grouping(
+            a, b, kind, weight, part, num_types=3, max_variables=6, time_limit=LIMITS["time_limit"]
+        )
 
 
 def _two_people_maps():
@@ -177,7 +186,7 @@ def test_time_limit_returns_a_repaired_valid_partition(monkeypatch):
 
     monkeypatch.setattr(ilp, "milp", lambda *args, **kwargs: Stopped())
     chosen, info = ilp.solve_grouping(
-        a, b, np.arange(4), np.array([0.9, 0.9, 0.9, 0.8]), part, num_types=4
+        a, b, np.arange(4), np.array([0.9, 0.9, 0.9, 0.8]), part, num_types=4, **LIMITS
     )
     assert info.status == "time_limit" and info.gap == pytest.approx(0.3)
     assert ilp.conflict_paths(chosen, a, b, part)  # the raw solution is not a partition...
@@ -199,7 +208,7 @@ def test_dense_pairs_chain_two_limbs_through_the_middle_part():
     derived = kind2 == 2
     assert sorted(zip(a2[derived].tolist(), b2[derived].tolist(), strict=True)) == [(0, 4), (1, 5)]
     np.testing.assert_allclose(w2[derived], [0.7, 0.5])  # min of the two chained scores
-    chosen, info = ilp.solve_grouping(a2, b2, kind2, w2, part, num_types=3)
+    chosen, info = ilp.solve_grouping(a2, b2, kind2, w2, part, num_types=3, **LIMITS)
     assert chosen.all() and info.status == "optimal"
 
 
