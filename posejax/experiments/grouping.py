@@ -59,6 +59,15 @@ METRICS = (
 )
 
 
+def paf_formulation():
+    """The PAF formulation of ``conf/formulation/paf.yaml`` at this tool's 384x384 images."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(Path(__file__).parents[2] / "conf" / "formulation" / "paf.yaml")
+    return instantiate(node, stride=STRIDE, input_size=(IMAGE_SIZE, IMAGE_SIZE))
+
+
 def make_scenes(
     num_people: int,
     num_scenes: int,
@@ -162,12 +171,7 @@ def compare(
     max_overlap: float = 0.3,
 ) -> list[dict]:
     """One row per (condition, variant, crowd size)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    conf = Path(__file__).parents[2] / "conf" / "formulation" / "paf.yaml"
-    node = OmegaConf.load(conf)
-    formulation = instantiate(node, stride=STRIDE, input_size=(IMAGE_SIZE, IMAGE_SIZE))
+    formulation = paf_formulation()
     rows = []
     for n in people_counts:
         scenes = make_scenes(n, num_scenes, seed, max_overlap=max_overlap)
@@ -319,11 +323,7 @@ def _people_range(text: str) -> list[int]:
 
 def _draw_missed_example(num_people: int, seed: int, max_overlap: float, out: str) -> None:
     """``missed_people.png``: who greedy parsing misses on perfect maps of ``num_people``."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.load(Path(__file__).parents[2] / "conf" / "formulation" / "paf.yaml")
-    formulation = instantiate(node, stride=STRIDE, input_size=(IMAGE_SIZE, IMAGE_SIZE))
+    formulation = paf_formulation()
     scenes = make_scenes(num_people, 16, seed, max_overlap=max_overlap)
     maps = encode_scenes(formulation, scenes, "clean", seed + num_people)
     _, poses, _, _ = parse_scenes(maps, formulation.limbs, formulation.parsing, repeats=1)

@@ -38,11 +38,7 @@ def test_grouping_on_ground_truth_maps_writes_a_table_and_finds_the_people(tmp_p
 
 
 def test_noisy_maps_hold_spurious_peaks_and_jittered_candidates():
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.load("conf/formulation/paf.yaml")
-    formulation = instantiate(node, stride=4, input_size=(384, 384))
+    formulation = grouping.paf_formulation()
     scenes = grouping.make_scenes(3, 1, 0)
     ((clean_h, clean_p),) = grouping.encode_scenes(formulation, scenes, "clean", 0)
     ((noisy_h, noisy_p),) = grouping.encode_scenes(formulation, scenes, "noisy", 0)
