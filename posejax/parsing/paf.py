@@ -362,9 +362,7 @@ def _group(heatmaps, pafs, limbs, config: ParsingConfig):
         subpixel=config.subpixel,
         max_per_part=config.max_candidates,
     )
-    info = ilp.GroupingInfo(config.matcher, "heuristic")
-    if config.matcher == "ilp":
-        info.status = "optimal"
+    info = ilp.GroupingInfo(config.matcher, "optimal" if config.matcher == "ilp" else "heuristic")
 
     # Every (A, B) candidate pair of every limb, limb-major then row-major, built without a
     # loop so that one lookup scores them all.
