@@ -52,3 +52,20 @@ def poses_to_original(poses: np.ndarray, transform: np.ndarray) -> np.ndarray:
     poses[..., :2] = apply_affine(poses[..., :2], invert_affine(transform))
     poses[poses[..., 2] <= 0] = 0.0
     return poses
+
+
+def boxes_to_original(boxes: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """``(..., 4)`` ``(x, y, w, h)`` boxes in input pixels -> original-image pixels.
+
+    The axis-aligned hull of the four back-projected corners (exact for the scale + translation
+    of evaluation transforms; the hull under a rotation).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    x0, y0 = boxes[..., 0], boxes[..., 1]
+    x1, y1 = x0 + boxes[..., 2], y0 + boxes[..., 3]
+    corners = np.stack(
+        [np.stack(c, axis=-1) for c in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))], axis=-2
+    )
+    back = apply_affine(corners, invert_affine(transform))  # (..., 4, 2)
+    low, high = back.min(axis=-2), back.max(axis=-2)
+    return np.concatenate([low, high - low], axis=-1)

@@ -20,3 +20,14 @@ def test_poses_to_original_inverts_the_input_transform_and_zeroes_missing_joints
     np.testing.assert_array_equal(back[0, 1], 0.0)
     assert poses_to_original(np.zeros((0, 3, 3)), transform).shape == (0, 3, 3)
     assert decoded[0, 1, 0] == 123.0  # the input is not modified
+
+
+def test_boxes_to_original_inverts_a_scale_and_translation():
+    from posejax.geometry import apply_affine, boxes_to_original
+
+    transform = np.array([[0.5, 0.0, 10.0], [0.0, 0.5, -4.0]])  # original -> input
+    boxes = np.array([[20.0, 30.0, 40.0, 80.0], [0.0, 0.0, 2.0, 2.0]])  # original pixels
+    corners = apply_affine(boxes[:, :2], transform)
+    far = apply_affine(boxes[:, :2] + boxes[:, 2:], transform)
+    in_input = np.concatenate([corners, far - corners], axis=1)
+    np.testing.assert_allclose(boxes_to_original(in_input, transform), boxes, atol=1e-9)

@@ -11,10 +11,14 @@ to original-image pixels with the inverse of each example's affine transform
   right hip) where both joints are labelled. Top-down predictions belong to the person they
   were cropped for; bottom-up predictions are matched to ground-truth people greedily by OKS
   (an unmatched person scores 0 on every joint);
+* COCO box AP/AR (``box_AP``, ``box_AP50``, ...) with pycocotools, for formulations that predict
+  person boxes (``predicts_boxes``: the detector); OKS AP and PCK only for those that predict
+  keypoints (``predicts_keypoints``);
 * mIoU over the formulation's ``num_dense_classes`` classes, for formulations that label
   pixels;
-* ``people_found_ratio``: people predicted / scorable people present (bottom-up: how well the
-  parser counts the crowd; 1 for top-down, one prediction per ground-truth box);
+* ``people_found_ratio``: people predicted with a score of at least the formulation's
+  ``people_threshold`` / scorable people present (bottom-up: how well the parser or detector
+  counts the crowd; 1 for top-down, one prediction per ground-truth box);
 * milliseconds per *image* (network + decoding, whole images: a top-down image costs one crop
   per person), excluding the first batch, which pays for compilation.
 
@@ -36,7 +40,12 @@ from posejax import skeleton
 from posejax.data import schema
 from posejax.data.coco_export import split_to_coco
 from posejax.data.pipeline import PipelineConfig, make_eval_batches
-from posejax.evaluation.coco_metrics import coco_keypoint_ap, predictions_to_coco_results
+from posejax.evaluation.coco_metrics import (
+    boxes_to_coco_results,
+    coco_box_ap,
+    coco_keypoint_ap,
+    predictions_to_coco_results,
+)
 from posejax.evaluation.dataset_metrics import dataset_metrics
 from posejax.evaluation.keypoint_metrics import (
     bbox_size,
@@ -46,7 +55,7 @@ from posejax.evaluation.keypoint_metrics import (
     torso_size,
 )
 from posejax.formulations.base import TOP_DOWN, Formulation
-from posejax.geometry import poses_to_original
+from posejax.geometry import boxes_to_original, poses_to_original
 
 
 class ImagePrefix(Sequence):
@@ -70,9 +79,10 @@ class EvalOutput:
     """Metrics plus what is needed to draw and to rescore."""
 
     metrics: dict[str, float]
-    results: list[dict]  # COCO results format, original-image pixels
+    results: list[dict]  # COCO results format, original-image pixels (keypoints)
     gt: dict  # COCO ground truth of the evaluated images
     samples: list[dict]  # first few batches' inputs + decoded poses (input pixels) + maps
+    box_results: list[dict] = dataclasses.field(default_factory=list)  # boxes, when predicted
 
 
 def evaluate(
@@ -118,6 +128,7 @@ def evaluate(
     image_ids: list[int] = []
     poses_orig: list[np.ndarray] = []
     scores_all: list[np.ndarray] = []
+    boxes_all: list[np.ndarray] = []
     crop_of: dict[tuple[int, int], int] = {}
     confusion = None
     samples: list[dict] = []
@@ -164,43 +175,109 @@ def evaluate(
             image_ids.append(image_id)
             poses_orig.append(poses)
             scores_all.append(np.asarray(pred.scores, dtype=np.float64))
+            if formulation.predicts_boxes:
+                boxes_all.append(boxes_to_original(pred.boxes, batch["transform"][i]))
             if len(samples) < keep_samples:
                 samples.append(
                     {
                         "image": batch["image"][i],
                         "poses": np.asarray(pred.poses),
+                        "scores": np.asarray(pred.scores),
+                        "boxes": None if pred.boxes is None else np.asarray(pred.boxes),
                         "gt": batch["keypoints"][i][batch["valid"][i]],
                         "maps": {k: v[i] for k, v in display.items()},
                     }
                 )
 
-    results = predictions_to_coco_results(image_ids, poses_orig, scores_all)
     evaluated_ids = sorted({img["id"] for img in gt["images"]})
-    stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
-    metrics = {f"OKS_{k}": v for k, v in stats.items()}
     people = _people_table(subset)
-    metrics.update(
-        _pck_metrics(
-            people,
-            image_ids,
-            poses_orig,
-            scores_all,
-            crop_of,
-            pipeline.mode == TOP_DOWN,
+    metrics: dict[str, float] = {}
+    results: list[dict] = []
+    if formulation.predicts_keypoints:
+        results = predictions_to_coco_results(image_ids, poses_orig, scores_all)
+        stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
+        metrics.update({f"OKS_{k}": v for k, v in stats.items()})
+        metrics.update(
+            _pck_metrics(
+                people,
+                image_ids,
+                poses_orig,
+                scores_all,
+                crop_of,
+                pipeline.mode == TOP_DOWN,
+            )
         )
-    )
+    box_results: list[dict] = []
+    if formulation.predicts_boxes:
+        box_results = boxes_to_coco_results(image_ids, boxes_all, scores_all)
+        stats = coco_box_ap(gt, box_results, image_ids=evaluated_ids)
+        metrics.update({f"box_{k}": v for k, v in stats.items()})
     # Bottom-up decoders return only the people they are confident of (each parser's own
     # score threshold), top-down ones one person per crop (ratio 1 by construction).
-    metrics["people_found_ratio"] = (
-        sum(len(p) for p in poses_orig) / len(people.keys) if people.keys else float("nan")
-    )
+    threshold = formulation.people_threshold
+    found = sum(int(np.sum(s >= threshold)) for s in scores_all)
+    metrics["people_found_ratio"] = found / len(people.keys) if people.keys else float("nan")
     if confusion is not None:
         metrics["mIoU"], _ = mean_iou(confusion)
     metrics["ms_per_image"] = (
         1000.0 * timed_seconds / len(timed_images) if timed_images else float("nan")
     )
     metrics["num_images"] = float(len(subset))
-    return EvalOutput(metrics=metrics, results=results, gt=gt, samples=samples)
+    return EvalOutput(
+        metrics=metrics, results=results, gt=gt, samples=samples, box_results=box_results
+    )
+
+
+def evaluate_people(
+    find_people: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    source: Sequence,
+    *,
+    num_images: int | None = None,
+    gt: dict | None = None,
+    progress: Callable | None = None,
+) -> EvalOutput:
+    """Evaluate a whole-image system, one image at a time: ``image -> (poses, scores)``.
+
+    For systems that are not one network on one batch layout, e.g. a person detector followed
+    by a top-down pose network (:class:`posejax.inference.detection.DetectThenEstimate`): the
+    caller composes the system, the evaluator only scores what it returns, with the metrics of
+    :func:`evaluate` for keypoints (every returned person is a detection, matched to the ground
+    truth as bottom-up predictions are) and the time per image (the first image, which pays for
+    compilation, excluded).
+
+    Args:
+      find_people: ``(H, W, 3) uint8 -> (poses (P, K, 3) original-image pixels, scores (P,))``.
+      source: random-access split in the stored example layout.
+      num_images: the image prefix evaluated (all images when None).
+      gt: precomputed COCO ground truth of that prefix.
+      progress: wraps the image iterator (e.g. ``tqdm``); None: no progress display.
+    """
+    subset = ImagePrefix(source, num_images)
+    if gt is None:
+        gt = split_to_coco(subset)
+    image_ids, poses_all, scores_all = [], [], []
+    seconds = []
+    indices = range(len(subset)) if progress is None else progress(range(len(subset)))
+    for i in indices:
+        example = subset[i]
+        t0 = time.perf_counter()
+        poses, scores = find_people(np.asarray(example[schema.IMAGE]))
+        seconds.append(time.perf_counter() - t0)
+        image_ids.append(int(example[schema.IMAGE_ID]))
+        poses_all.append(np.asarray(poses, np.float64).reshape(-1, skeleton.NUM_KEYPOINTS, 3))
+        scores_all.append(np.asarray(scores, np.float64).reshape(-1))
+    results = predictions_to_coco_results(image_ids, poses_all, scores_all)
+    evaluated_ids = sorted({img["id"] for img in gt["images"]})
+    stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
+    metrics = {f"OKS_{k}": v for k, v in stats.items()}
+    people = _people_table(subset)
+    metrics.update(_pck_metrics(people, image_ids, poses_all, scores_all, {}, False))
+    found = sum(len(s) for s in scores_all)
+    metrics["people_found_ratio"] = found / len(people.keys) if people.keys else float("nan")
+    timed = seconds[1:]
+    metrics["ms_per_image"] = 1000.0 * float(np.mean(timed)) if timed else float("nan")
+    metrics["num_images"] = float(len(subset))
+    return EvalOutput(metrics=metrics, results=results, gt=gt, samples=[])
 
 
 @dataclasses.dataclass

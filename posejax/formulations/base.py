@@ -20,6 +20,9 @@ The contract (``tests/formulations/test_contract.py`` checks it for every
   has ``num_stages == 1`` and accepts ``stage`` ``-1`` or ``0`` only (:meth:`stage_index`).
 * Display: ``display_specs`` names the maps ``display_maps`` returns and says how each is drawn
   (:class:`DisplayMap`).
+* What is predicted: ``predicts_keypoints`` (poses, scored by OKS AP and PCK) and
+  ``predicts_boxes`` (``PosePrediction.boxes``, scored by COCO box AP); the evaluator reports
+  the metrics of what a formulation declares.
 * Dense labels: ``num_dense_classes`` is the number of classes of ``dense_predictions`` and
   ``dense_targets`` (what mIoU is computed over); 0 for formulations that do not label pixels.
 
@@ -92,16 +95,19 @@ class PosePrediction:
 
     Attributes:
       poses: ``(P, K, 3)`` float32, ``(x, y, score)`` per keypoint; score 0 means "not found".
-      scores: ``(P,)`` float32 person scores (used to rank detections for OKS AP).
+      scores: ``(P,)`` float32 person scores (used to rank detections for OKS and box AP).
+      boxes: ``(P, 4)`` float32 person boxes ``(x, y, w, h)``, from formulations that predict
+        boxes (``Formulation.predicts_boxes``); None from the others.
     """
 
     poses: np.ndarray
     scores: np.ndarray
+    boxes: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Formulation(abc.ABC):
-    """Base class of the four formulations.
+    """Base class of the formulations.
 
     Attributes:
       stride: output stride of the backbone features the head sits on.
@@ -120,6 +126,11 @@ class Formulation(abc.ABC):
     # Output keys with a leading stage axis (S, B, ...); the others are (B, ...).
     staged_outputs: ClassVar[tuple[str, ...]] = ()
 
+    # What the decoded predictions carry: keypoints (scored by OKS AP and PCK) and/or person
+    # boxes (``PosePrediction.boxes``, scored by COCO box AP). A person detector has boxes only.
+    predicts_keypoints: ClassVar[bool] = True
+    predicts_boxes: ClassVar[bool] = False
+
     @property
     def map_size(self) -> tuple[int, int]:
         """``(H, W)`` of the output maps."""
@@ -135,6 +146,15 @@ class Formulation(abc.ABC):
     def num_stages(self) -> int:
         """``S``, the length of the stage axis of :attr:`staged_outputs` (1 without stages)."""
         return 1
+
+    @property
+    def people_threshold(self) -> float:
+        """Person score from which a decoded prediction counts as a person found (0: all).
+
+        The evaluator's ``people_found_ratio`` counts these; a decoder that returns low-scored
+        candidates for AP's sake (the detector) raises it.
+        """
+        return 0.0
 
     @property
     def num_dense_classes(self) -> int:

@@ -33,8 +33,8 @@ def _main(cfg: DictConfig) -> float:
     except ConfigError as err:  # one sentence, no traceback: the config, not the code, is wrong
         raise SystemExit(f"posejax: configuration error: {err}") from None
     log.info("final metrics: %s", {k: round(v, 4) for k, v in metrics.items() if "/" not in k})
-    # The returned value is what Hydra sweepers optimise.
-    return float(metrics.get("OKS_AP", float("nan")))
+    # The returned value is what Hydra sweepers optimise: OKS AP, box AP for a detector.
+    return float(metrics.get("OKS_AP", metrics.get("box_AP", float("nan"))))
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from posejax.data.pipeline import make_train_iterator
 from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
-from posejax.inference.draw import draw_poses, grid, render_map, save_png
+from posejax.inference.draw import draw_boxes, draw_poses, grid, render_map, save_png
 from posejax.runs.checkpoint import Checkpointer
 from posejax.runs.setup import Setup, TrainerConfig, build_setup
 from posejax.runs.state import count_params
@@ -321,6 +321,8 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
             if len(s["gt"])
             else s["image"]
         )
+        if s["boxes"] is not None:  # a detector: the boxes it counts as people
+            panel = draw_boxes(panel, s["boxes"][s["scores"] >= formulation.people_threshold])
         panels.append(draw_poses(panel, s["poses"], min_score=0.1))
     picture = grid(panels)
     save_png(run_dir / "visuals" / f"step_{step:06d}_poses.png", picture)

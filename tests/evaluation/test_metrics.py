@@ -76,3 +76,27 @@ def test_mean_iou_matches_hand_computation():
     # class 0: inter 1, union 3; class 1: inter 2, union 3; class 2: inter 1, union 2
     np.testing.assert_allclose(iou, [1 / 3, 2 / 3, 1 / 2])
     assert miou == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+
+
+def test_box_ap_is_one_for_the_ground_truth_boxes_and_falls_with_a_shift():
+    from posejax.evaluation.coco_metrics import (
+        BOX_STAT_NAMES,
+        boxes_to_coco_results,
+        coco_box_ap,
+    )
+
+    gt = json.loads((COCO_FIXTURE / "test_coco.json").read_text())
+    people = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    ids = sorted({a["image_id"] for a in people})
+    boxes = [np.array([a["bbox"] for a in people if a["image_id"] == i]) for i in ids]
+    scores = [np.ones(len(b)) for b in boxes]
+    exact = coco_box_ap(gt, boxes_to_coco_results(ids, boxes, scores))
+    assert set(exact) == set(BOX_STAT_NAMES)
+    assert exact["AP"] == pytest.approx(1.0) and exact["AR100"] == pytest.approx(1.0)
+    # Shift every box by a fifth of its width: still an IoU-0.5 match, no longer an 0.95 one.
+    shifted = [
+        b + np.stack([0.2 * b[:, 2], 0 * b[:, 0], 0 * b[:, 0], 0 * b[:, 0]], 1) for b in boxes
+    ]
+    moved = coco_box_ap(gt, boxes_to_coco_results(ids, shifted, scores))
+    assert moved["AP50"] == pytest.approx(1.0) and moved["AP"] < 0.7
+    assert coco_box_ap(gt, [])["AP"] == 0.0

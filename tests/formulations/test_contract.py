@@ -10,7 +10,9 @@ composed config; the model is the tiny backbone + the formulation's head) and ch
 * batch keys: the declared ``batch_keys`` are batch keys of ``posejax.data.schema``, ``encode``
   needs nothing else (it runs on ``encoder_batch(batch)``), and a missing one is named;
 * round trip: ``decode(oracle_outputs(encode(batch)))`` gives back person 0's labelled keypoints
-  (top-down; bottom-up crowds round-trip in ``test_paf_formulation.py``), at every stage;
+  (top-down; bottom-up crowds round-trip in ``test_paf_formulation.py``), at every stage, and
+  every target person's box (formulations that predict boxes); a formulation that declares no
+  keypoints finds none, one that declares no boxes returns none;
 * stages: ``decode`` and ``display_maps`` take ``stage`` in ``-S .. S - 1`` and reject others;
 * loss: finite, lower on the oracle than on perturbed outputs;
 * display maps: exactly the names of ``display_specs``, each laid out as its ``DisplayMap`` says;
@@ -79,6 +81,16 @@ def case(name: str) -> types.SimpleNamespace:
     )
 
 
+def box_iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """IoU of ``(N, 4)`` xywh boxes with one box."""
+    x0 = np.maximum(boxes[:, 0], box[0])
+    y0 = np.maximum(boxes[:, 1], box[1])
+    x1 = np.minimum(boxes[:, 0] + boxes[:, 2], box[0] + box[2])
+    y1 = np.minimum(boxes[:, 1] + boxes[:, 3], box[1] + box[3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    return inter / (boxes[:, 2] * boxes[:, 3] + box[2] * box[3] - inter)
+
+
 def spec(tree):
     return jax.tree.map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), tree)
 
@@ -116,7 +128,17 @@ def test_oracle_decodes_to_the_targets_at_every_stage(name):
         for prediction in predictions:
             assert prediction.poses.ndim == 3 and prediction.poses.shape[1:] == (f.num_keypoints, 3)
             assert prediction.scores.shape == prediction.poses.shape[:1]
-        if f.input_mode != TOP_DOWN:
+            if f.predicts_boxes:
+                assert prediction.boxes.shape == (len(prediction.scores), 4)
+            else:
+                assert prediction.boxes is None
+            if not f.predicts_keypoints:
+                assert not (prediction.poses[..., 2] > 0).any()
+        if f.predicts_boxes:  # every target person's box comes back
+            for b, prediction in enumerate(predictions):
+                for box in np.asarray(batch["boxes"])[b][np.asarray(batch["valid"])[b]]:
+                    assert box_iou(prediction.boxes, box).max() > 0.9, (name, box)
+        if f.input_mode != TOP_DOWN or not f.predicts_keypoints:
             continue  # bottom-up round trips on crowds: tests/formulations/test_paf_formulation.py
         person = np.asarray(batch["keypoints"])[:, 0]
         valid = np.asarray(batch["valid"])[:, 0]
