@@ -39,6 +39,33 @@ def draw_poses(
     return out
 
 
+def draw_boxes(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray | None = None,
+    *,
+    colour: tuple[int, int, int] = (255, 210, 0),
+    thickness: int = 1,
+) -> np.ndarray:
+    """Draw ``(P, 4)`` ``(x, y, w, h)`` boxes (with their scores, when given) on a copy."""
+    out = np.ascontiguousarray(image.copy())
+    for i, (x, y, w, h) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        p0, p1 = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
+        cv2.rectangle(out, p0, p1, colour, thickness, cv2.LINE_AA)
+        if scores is not None:
+            cv2.putText(
+                out,
+                f"{scores[i]:.2f}",
+                (p0[0] + 2, p0[1] + 10 * thickness),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35 * thickness,
+                colour,
+                thickness,
+                cv2.LINE_AA,
+            )
+    return out
+
+
 def colourise(
     value_map: np.ndarray,
     *,

@@ -10,10 +10,12 @@ a folder, and writes into ``--out``:
 * ``predictions.json``: every person in the COCO keypoint results format (original pixels).
 
 Which people a single-person (top-down) formulation looks at is chosen by the options:
-``--detections`` (a COCO detection-results JSON, boxes with a score of at least
-``--det-score-threshold``), ``--gt`` (the non-crowd person boxes of a COCO ground-truth JSON), or,
-by default, the whole image as one person's box (it gets the training margin around it, so a
-photo cropped around one person looks like a training crop). A multi-person (bottom-up)
+``--detector DET_RUN`` (a trained person-detector run, ``formulation=detector``: its boxes with a
+score of at least ``--det-score-threshold``, drawn on the picture; detection runs on every image,
+so any photo works), ``--detections`` (a COCO detection-results JSON, boxes with a score of at
+least ``--det-score-threshold``), ``--gt`` (the non-crowd person boxes of a COCO ground-truth
+JSON), or, by default, the whole image as one person's box (it gets the training margin around
+it, so a photo cropped around one person looks like a training crop). A multi-person (bottom-up)
 formulation always reads the whole image, letterboxed; boxes are not used. Both runners are
 called the same way, with the boxes (:mod:`posejax.inference.runners`); which one runs follows
 ``formulation.input_mode``.
@@ -50,14 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
             "overlays of the formulation's maps, and the COCO keypoint results JSON."
         ),
         epilog=(
-            "People: a top-down (single-person) formulation takes its boxes from --detections "
-            "(scores >= --det-score-threshold), else from --gt, else treats the whole image as "
-            "one person. A bottom-up formulation reads the whole image and ignores boxes."
+            "People: a top-down (single-person) formulation takes its boxes from --detector (a "
+            "trained detector run) or --detections (scores >= --det-score-threshold), else from "
+            "--gt, else treats the whole image as one person. A bottom-up formulation reads the "
+            "whole image and ignores boxes."
         ),
     )
     parser.add_argument("run_dir", help="a posejax run directory (config.json + checkpoints/)")
     parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/predict)")
+    parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="DET_RUN",
+        help="a trained person-detector run directory (formulation=detector): detect the "
+        "people of every image, boxes with a score >= --det-score-threshold",
+    )
+    parser.add_argument(
+        "--box-expand",
+        type=float,
+        default=1.0,
+        help="scale detector boxes about their centre by this factor (default 1)",
+    )
     parser.add_argument(
         "--detections",
         default=None,
@@ -67,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--det-score-threshold",
         type=float,
-        default=0.5,
-        help="keep detections with at least this score (default 0.5)",
+        default=None,
+        help="keep detections with at least this score (default 0.5; with --detector the "
+        "detector's default, 0.2)",
     )
     parser.add_argument(
         "--gt",
@@ -217,16 +234,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
 
     from posejax.evaluation.coco_metrics import predictions_to_coco_results, write_results
-    from posejax.inference.draw import draw_poses, save_png
+    from posejax.inference.detection import (
+        DEFAULT_SCORE_THRESHOLD,
+        DetectThenEstimate,
+        load_detector,
+    )
+    from posejax.inference.draw import draw_boxes, draw_poses, save_png
     from posejax.inference.runners import STAGES, load_runner
 
+    if args.detector and args.detections:
+        raise SystemExit("posejax.predict: give --detector or --detections, not both")
     images = collect_images(args.inputs)
     runner, setup, step = load_runner(args.run_dir, batch_size=args.batch_size)
+    threshold = args.det_score_threshold
     boxes_for = BoxSource(
-        detections=args.detections, gt=args.gt, det_score_threshold=args.det_score_threshold
+        detections=args.detections,
+        gt=args.gt,
+        det_score_threshold=0.5 if threshold is None else threshold,
     )
-    if not runner.uses_boxes and (args.detections or args.gt):
-        log.warning("bottom-up formulation: --detections/--gt boxes are not used")
+    if not runner.uses_boxes and (args.detections or args.gt or args.detector):
+        log.warning("bottom-up formulation: --detector/--detections/--gt boxes are not used")
+    detecting = bool(args.detector) and runner.uses_boxes
+    if detecting:
+        threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
+        detector = load_detector(args.detector, score_threshold=threshold, expand=args.box_expand)
+        runner = DetectThenEstimate(runner, detector)
+        boxes_for.kind = f"detector {args.detector} (score >= {threshold})"
     out_dir = Path(args.out) if args.out else Path(args.run_dir) / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info(
@@ -244,10 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in images:
         image = read_rgb(path)
         image_id = boxes_for.image_id(path)
-        boxes, box_scores = boxes_for(image_id, image.shape[:2])  # unused by a bottom-up runner
+        if detecting:
+            boxes, box_scores = None, None  # the detector finds them
+        else:  # unused by a bottom-up runner
+            boxes, box_scores = boxes_for(image_id, image.shape[:2])
         result = runner(image, boxes, box_scores, keep_maps=args.overlays)
-        for stage in STAGES:
-            totals[stage] += result.timing[stage]
+        for stage, seconds in result.timing.items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
         results += predictions_to_coco_results([image_id], [result.poses], [result.scores])
 
         name = path.stem
@@ -256,8 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             suffix += 1
             name = f"{path.stem}_{suffix}"
         used_names.add(name)
+        picture = image
+        if detecting:
+            picture = draw_boxes(
+                picture, result.boxes, result.box_scores, thickness=_line_width(image)
+            )
         picture = draw_poses(
-            image, result.poses, min_score=args.min_score, thickness=_line_width(image)
+            picture, result.poses, min_score=args.min_score, thickness=_line_width(image)
         )
         save_png(out_dir / f"{name}.png", picture)
         if args.overlays:

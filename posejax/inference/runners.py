@@ -44,7 +44,7 @@ from posejax import skeleton
 from posejax.data import schema
 from posejax.data.transforms import bottom_up_affine, top_down_affine, warp_example
 from posejax.formulations.base import BOTTOM_UP, TOP_DOWN, DisplayMap, Formulation
-from posejax.geometry import poses_to_original
+from posejax.geometry import boxes_to_original, poses_to_original
 
 Predict = Callable[[np.ndarray], Any]  # images (B, h, w, 3) uint8 -> outputs pytree
 STAGES: tuple[str, ...] = ("preprocess", "network", "decode", "postprocess")
@@ -65,6 +65,10 @@ class RunnerResult:
       maps: the formulation's display maps per input, ``name -> (n, H, W)`` or ``(n, H, W, 3)``
         (only when asked for).
       map_specs: how each of ``maps`` is drawn (the formulation's ``display_specs``).
+      boxes: ``(P, 4)`` person boxes ``(x, y, w, h)`` in original-image pixels, from a
+        formulation that predicts boxes (a detector), or the boxes a detector gave a top-down
+        runner (:class:`posejax.inference.detection.DetectThenEstimate`); None otherwise.
+      box_scores: ``(P,)`` the scores of ``boxes`` (None without boxes).
     """
 
     poses: np.ndarray
@@ -75,6 +79,8 @@ class RunnerResult:
     person_input: np.ndarray
     maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     map_specs: dict[str, DisplayMap] = dataclasses.field(default_factory=dict)
+    boxes: np.ndarray | None = None
+    box_scores: np.ndarray | None = None
 
 
 def _image_only_example(image: np.ndarray) -> dict[str, np.ndarray]:
@@ -174,7 +180,7 @@ class Runner(abc.ABC):
     ) -> RunnerResult:
         n = len(inputs)
         h, w = self.input_size
-        poses, scores, person_input = [], [], []
+        poses, scores, person_input, boxes = [], [], [], []
         maps: dict[str, list[np.ndarray]] = {}
         for start in range(0, n, self.batch_size):
             chunk = inputs[start : start + self.batch_size]
@@ -199,6 +205,8 @@ class Runner(abc.ABC):
                 poses.append(people)
                 scores.append(person_scores)
                 person_input.append(np.full(len(people), index, np.int64))
+                if self.formulation.predicts_boxes:
+                    boxes.append(boxes_to_original(pred.boxes, transforms[index]))
             if keep_maps:
                 for name, value in self.formulation.display_maps(outputs).items():
                     maps.setdefault(name, []).append(np.asarray(value)[:real])
@@ -207,7 +215,7 @@ class Runner(abc.ABC):
             timing["decode"] += t2 - t1
             timing["postprocess"] += t3 - t2
         k = self.formulation.num_keypoints
-        return RunnerResult(
+        result = RunnerResult(
             poses=np.concatenate(poses) if poses else np.zeros((0, k, 3)),
             scores=np.concatenate(scores) if scores else np.zeros((0,)),
             timing=timing,
@@ -218,7 +226,15 @@ class Runner(abc.ABC):
             ),
             maps={name: np.concatenate(parts) for name, parts in maps.items()},
             map_specs=dict(self.formulation.display_specs) if keep_maps else {},
+            boxes=(
+                (np.concatenate(boxes) if boxes else np.zeros((0, 4)))
+                if self.formulation.predicts_boxes
+                else None
+            ),
         )
+        if result.boxes is not None:
+            result.box_scores = result.scores
+        return result
 
 
 class TopDownRunner(Runner):

@@ -17,49 +17,14 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from untrained_runs import write_untrained_run
 
 from posejax.formulations.base import BOTTOM_UP, TOP_DOWN, DisplayMap, Formulation, PosePrediction
 from posejax.inference.predict import main
 from posejax.inference.runners import STAGES, BottomUpRunner, TopDownRunner, make_runner
 
-CONF_DIR = pathlib.Path(__file__).resolve().parents[2] / "conf"
 COCO = pathlib.Path(os.environ["POSEJAX_FIXTURES"]) / "real/mmpose/coco"
 PHOTO = COCO / "000000196141.jpg"  # 640x429, five annotated people (one with no keypoints)
-
-PAF_NODE = {  # used when conf/formulation/paf.yaml does not exist yet
-    "_target_": "posejax.formulations.paf.PartAffinityFields",
-    "stages": 1,
-    "stage_channels": 8,
-    "stage_depth": 1,
-}
-
-
-def write_untrained_run(run_dir: pathlib.Path, formulation: str) -> pathlib.Path:
-    """A run directory with the initial parameters of a tiny model (what restore_run reads)."""
-    from posejax.runs.checkpoint import Checkpointer
-    from posejax.runs.optim import build_optimizer
-    from posejax.runs.setup import build_setup
-    from posejax.runs.state import ModelDef, init_state
-
-    overrides = ["data=synthetic_tiny", "backbone=tiny", "trainer.steps=1"]
-    has_yaml = (CONF_DIR / "formulation" / f"{formulation}.yaml").is_file()
-    if has_yaml:
-        overrides.append(f"formulation={formulation}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    if not has_yaml:
-        cfg.formulation = OmegaConf.create(PAF_NODE)
-    setup = build_setup(cfg)
-    optimizer, _ = build_optimizer(setup.optim, setup.trainer.steps)
-    state = init_state(ModelDef(setup.model).initial_params, optimizer, 1)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(setup.config, indent=2, default=str))
-    checkpointer = Checkpointer(run_dir / "checkpoints")
-    checkpointer.save(0, state, {})
-    checkpointer.close()
-    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +227,62 @@ def test_render_map_draws_each_kind_as_its_spec_says():
     )
     rgb = render_map(np.full((2, 2, 3), 2.0), DisplayMap.rgb())
     assert rgb.dtype == np.uint8 and (rgb == 255).all()
+
+
+def test_detector_boxes_feed_the_top_down_runner_and_predict_draws_them(run_dirs, tmp_path):
+    from posejax.inference.detection import DetectThenEstimate, load_detector
+    from posejax.inference.runners import load_runner
+
+    detector_run = run_dirs("detector")
+    image = cv2.imread(str(PHOTO))[..., ::-1].copy()
+    # Untrained: every centre probability is near the 0.1 prior, so threshold 0 keeps the
+    # max_detections highest local maxima and 0.5 keeps none.
+    detector = load_detector(detector_run, score_threshold=0.0, expand=1.5)
+    boxes, scores = detector(image)
+    assert 1 <= len(boxes) <= 20 and boxes.shape == (len(scores), 4)
+    assert np.all(np.diff(scores) <= 0)  # best first
+    assert len(load_detector(detector_run, score_threshold=0.5)(image)[0]) == 0
+    plain, _ = load_detector(detector_run, score_threshold=0.0, expand=1.0)(image)
+    np.testing.assert_allclose(boxes[:, 2:], 1.5 * plain[:, 2:], rtol=1e-6)
+    np.testing.assert_allclose(
+        boxes[:, :2] + boxes[:, 2:] / 2, plain[:, :2] + plain[:, 2:] / 2, atol=1e-6
+    )
+
+    pose_runner, _, _ = load_runner(run_dirs("heatmap"))
+    system = DetectThenEstimate(pose_runner, detector)
+    result = system(image)
+    assert len(result.poses) == len(boxes) and result.timing["detection"] > 0
+    np.testing.assert_allclose(result.boxes, boxes)
+    np.testing.assert_allclose(result.box_scores, scores)
+    alone = pose_runner(image, boxes)  # the pose scores, times the box scores
+    np.testing.assert_allclose(result.scores, alone.scores * scores, rtol=1e-5)
+    given = system(image, boxes[:2])  # boxes given: no detection
+    assert len(given.poses) == 2 and given.timing["detection"] == 0.0
+
+    with pytest.raises(ValueError, match="predict person boxes"):
+        load_detector(run_dirs("heatmap"))
+    with pytest.raises(ValueError, match="bottom-up"):
+        DetectThenEstimate(load_runner(detector_run)[0], detector)
+
+    out = tmp_path / "out"
+    args = [str(run_dirs("heatmap")), str(PHOTO), "--out", str(out)]
+    assert main([*args, "--detector", str(detector_run), "--det-score-threshold", "0"]) == 0
+    assert len(read_results(out)) == len(boxes)
+    assert (out / f"{PHOTO.stem}.png").exists()
+
+
+def test_evaluate_with_a_detector_scores_every_detected_person(run_dirs, tmp_path):
+    from posejax.evaluate import main as evaluate_main
+
+    out = tmp_path / "row"
+    metrics = evaluate_main(
+        [str(run_dirs("heatmap")), "--detector", str(run_dirs("detector"))]
+        + ["--det-score-threshold", "0", "--num-images", "3", "--out", str(out)]
+    )
+    assert 0.0 <= metrics["OKS_AP"] <= 1.0 and metrics["ms_per_image"] > 0
+    assert metrics["det_score_threshold"] == 0.0 and metrics["num_images"] == 3
+    assert metrics["people_found_ratio"] > 0
+    row = json.loads((out / "final_metrics.json").read_text())
+    assert row["OKS_AP"] == metrics["OKS_AP"] and "detector_train_minutes" in row
+    with pytest.raises(SystemExit):
+        evaluate_main([str(run_dirs("heatmap")), "--detector", "x", "--oracle"])
