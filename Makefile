@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 QUICK := results/quick
 
-.PHONY: setup lint format test compare data bench clean
+.PHONY: setup lint format test compare data bench clean e7
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,31 +31,48 @@ test: setup lint
 data: setup
 	$(PY) -m posejax.data.build synthetic_people --config multi --data-dir data
 
-# E1 quick: every formulation on the same backbone, data and budget, then the mean-pose
-# baseline, the oracle rows (each formulation's own targets decoded: the ceiling of its
-# encoding, decoding and parsing), the learning curves and one table. The top-down
+# E1 quick: every formulation on the same backbone, data and budget, and the person detector,
+# then the top-down formulations once more on the detector's boxes (rows "<run>+detector"), the
+# mean-pose baseline, the oracle rows (each formulation's own targets decoded: the ceiling of
+# its encoding, decoding and parsing), the learning curves and one table. The top-down
 # formulations swept are listed in conf/experiment/e1_quick.yaml (hydra.sweeper.params).
 # Re-running resumes/reuses finished runs.
 E1_RUNS := $(QUICK)/runs
 # Trained runs of the sweep: the folders holding checkpoints (found when the recipe runs).
 E1_TRAINED = $$(for d in $(E1_RUNS)/*/checkpoints; do dirname $$d; done)
+# The top-down runs: the formulations e1_quick.yaml sweeps (read from the YAML, not repeated).
+E1_TOP_DOWN = $$($(PY) -c "from omegaconf import OmegaConf as C; \
+  print(C.load('conf/experiment/e1_quick.yaml').hydra.sweeper.params.formulation.replace(',', ' '))")
 compare: data
 	$(PY) -m posejax.train -m experiment=e1_quick \
 	  hydra.sweep.dir=$(E1_RUNS) 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
 	$(PY) -m posejax.train -m experiment=e1_quick_paf \
 	  hydra.sweep.dir=$(E1_RUNS) 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
+	$(PY) -m posejax.train -m experiment=e1_quick_detector \
+	  hydra.sweep.dir=$(E1_RUNS) 'hydra.sweep.subdir=$${hydra:runtime.choices.formulation}'
+	for run in $(E1_TOP_DOWN); do \
+	  $(PY) -m posejax.evaluate $(E1_RUNS)/$$run --detector $(E1_RUNS)/detector \
+	    --num-images 300 --out $(E1_RUNS)/$$run+detector > /dev/null || exit 1; \
+	done
 	$(PY) -m posejax.evaluation.baseline experiment=e1_quick run_dir=$(E1_RUNS)/mean_pose
 	for run in $(E1_TRAINED); do \
 	  $(PY) -m posejax.evaluate $$run --oracle --num-images 300 \
 	    --out $(E1_RUNS)/oracle/$$(basename $$run) > /dev/null || exit 1; \
 	done
-	$(PY) -m posejax.experiments.learning_curves $(E1_TRAINED) \
-	  --out $(QUICK) --title "E1 quick: validation metrics during training"
+	$(PY) -m posejax.experiments.learning_curves $(E1_TRAINED) --metrics OKS_AP PCK@0.2 \
+	  box_AP50 --out $(QUICK) --title "E1 quick: validation metrics during training"
 	$(PY) -m posejax.experiments.summarize $(E1_RUNS) --out $(QUICK) \
 	  --title "E1 quick: formulation comparison (synthetic multi, validation)" \
 	  --command "make compare" --metrics OKS_AP OKS_AP50 OKS_APm OKS_APl PCK@0.2 \
-	  PCK@0.2_torso mIoU people_found_ratio ms_per_image train_steps train_batch_size \
-	  train_minutes --plot ms_per_image OKS_AP --hue run
+	  PCK@0.2_torso mIoU box_AP box_AP50 people_found_ratio ms_per_image train_steps \
+	  train_batch_size train_minutes --plot ms_per_image OKS_AP --hue run
+
+# E7 (experiments/e7_early_commitment): early commitment, on E1's runs (run `make compare`
+# first): heatmap on the detector's boxes vs PAF bottom-up, against crowding.
+e7:
+	$(PY) -m posejax.experiments.early_commitment --top-down $(E1_RUNS)/heatmap \
+	  --detector $(E1_RUNS)/detector --bottom-up $(E1_RUNS)/paf_quick --num-images 300 \
+	  --out experiments/e7_early_commitment/results/quick
 
 # Speed benchmarks (scripts, not tests): JSON + markdown tables in benchmarks/results/.
 bench: data

@@ -8,15 +8,20 @@ training set (so the renderer may drop a person that ends up hidden; the table r
 number actually present). Each scene goes through the runners of
 :mod:`posejax.inference.runners`, built from the two runs' newest checkpoints:
 
-* top-down: :class:`~posejax.inference.runners.TopDownRunner` on the ground-truth boxes (no
-  person detector is timed), once per ``--crop-batches`` value, the number of crops per network
-  call (the last call is padded, so ``1`` gives one network call per person);
+* top-down: :class:`~posejax.inference.runners.TopDownRunner` on the ground-truth boxes, once
+  per ``--crop-batches`` value, the number of crops per network call (the last call is padded,
+  so ``1`` gives one network call per person);
+* top-down with ``--detector DET_RUN``: the same runners fed by the trained person detector
+  (:class:`~posejax.inference.detection.DetectThenEstimate`, boxes with a score of at least
+  ``--det-score-threshold``), whose time (network + decoding) is the ``detection`` stage: what a
+  top-down system costs on a photo;
 * bottom-up: :class:`~posejax.inference.runners.BottomUpRunner` on the whole image.
 
 Each scene is run ``--repeats`` times after a warm-up (compilation); a scene's time per stage is
 the median of its repeats and the table reports the mean over scenes, per stage (preprocess,
-network, decode, postprocess) and in total, plus a least-squares line ``total = a + b * people``
-per runner. Writes ``summary.csv``, ``summary.md`` and ``plot.png`` into ``--out``.
+network, decode, postprocess; detection) and in total, plus a least-squares line ``total = a + b *
+people`` per runner. ``found_mean`` is the number of people each runner returned. Writes
+``summary.csv``, ``summary.md`` and ``plot.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ from posejax.data import schema
 from posejax.data.render import SceneConfig, render_scene
 from posejax.experiments.common import command_line, metric_row
 from posejax.experiments.summarize import save_figure, write_table
+from posejax.inference.detection import DEFAULT_SCORE_THRESHOLD, DetectThenEstimate, load_detector
 from posejax.inference.runners import STAGES, Runner, load_runner
 
-METRICS = ("people_mean", "total_ms", *(f"{s}_ms" for s in STAGES), "found_mean")
+TIMED = ("detection", *STAGES)  # a runner without a detector spends 0 on detection
+METRICS = ("people_mean", "total_ms", *(f"{s}_ms" for s in TIMED), "found_mean")
 
 
 def render_scenes(
@@ -50,22 +57,26 @@ def render_scenes(
     return [render_scene(rng, config) for _ in range(num_scenes)]
 
 
-def time_runner(runner: Runner, scenes: Sequence[dict], *, repeats: int) -> dict[str, float]:
+def time_runner(
+    runner: Runner, scenes: Sequence[dict], *, repeats: int, gt_boxes: bool = True
+) -> dict[str, float]:
     """Mean over scenes of the median seconds per stage (and in total), people found.
 
-    Every runner gets the scene's ground-truth boxes (a bottom-up runner does not use them).
+    With ``gt_boxes`` a runner gets the scene's ground-truth boxes (a bottom-up runner does not
+    use them); without, none (a runner with a detector finds its own).
     """
     per_scene, found = [], []
     for scene in scenes:
         image = scene[schema.IMAGE]
+        boxes = scene[schema.BOXES] if gt_boxes else None
         runs = []
         for _ in range(repeats):
-            result = runner(image, scene[schema.BOXES])
-            runs.append([result.timing[s] for s in STAGES])
+            result = runner(image, boxes)
+            runs.append([result.timing.get(s, 0.0) for s in TIMED])
         per_scene.append(np.median(np.asarray(runs), axis=0))
         found.append(len(result.poses))
     stage_seconds = np.mean(per_scene, axis=0)
-    out = {f"{s}_ms": 1e3 * t for s, t in zip(STAGES, stage_seconds, strict=True)}
+    out = {f"{s}_ms": 1e3 * t for s, t in zip(TIMED, stage_seconds, strict=True)}
     out["total_ms"] = 1e3 * float(stage_seconds.sum())
     out["found_mean"] = float(np.mean(found))
     return out
@@ -80,24 +91,31 @@ def measure(
     repeats: int = 3,
     crop_batches: Sequence[int] = (1, 8),
     seed: int = 0,
+    detector_run: str | Path | None = None,
+    det_score_threshold: float = DEFAULT_SCORE_THRESHOLD,
 ) -> list[dict]:
     """One row per (runner, number of people placed); a row's ``run`` names the runner."""
-    runners: dict[str, Runner] = {}
+    runners: dict[str, tuple[Runner, bool]] = {}  # label -> (runner, given the GT boxes)
     for crops in crop_batches:
         runner, setup, _ = load_runner(top_down_run, batch_size=crops)
         name = type(setup.formulation).__name__
-        runners[f"top-down {name}, {crops} crop(s)/call"] = runner
+        runners[f"top-down {name}, {crops} crop(s)/call"] = (runner, True)
+        if detector_run is not None:
+            detector = load_detector(detector_run, score_threshold=det_score_threshold)
+            system = DetectThenEstimate(runner, detector)
+            runners[f"top-down {name} + detector, {crops} crop(s)/call"] = (system, False)
     runner, setup, _ = load_runner(bottom_up_run)
-    runners[f"bottom-up {type(setup.formulation).__name__}"] = runner
-    for runner in runners.values():
+    runners[f"bottom-up {type(setup.formulation).__name__}"] = (runner, True)
+    for runner, _ in runners.values():
         runner.warmup()
 
     rows = []
     for people in range(1, max_people + 1):
         scenes = render_scenes(people, num_scenes, seed=seed)
         present = float(np.mean([len(s[schema.KEYPOINTS]) for s in scenes]))
-        for label, runner in runners.items():
-            metrics = {"people_mean": present, **time_runner(runner, scenes, repeats=repeats)}
+        for label, (runner, gt_boxes) in runners.items():
+            timed = time_runner(runner, scenes, repeats=repeats, gt_boxes=gt_boxes)
+            metrics = {"people_mean": present, **timed}
             rows.append(metric_row(label, {"people": people}, metrics))
         print(f"{people:2d} people placed ({present:.1f} present) done", flush=True)
     return rows
@@ -129,6 +147,9 @@ def plot_runtime(rows: Sequence[dict], out_path: str | Path) -> Path:
         left.plot(x, [m["total_ms"] for m in mine], marker="o", ms=3, color=f"C{i}", label=label)
         right.plot(x, [m["network_ms"] for m in mine], color=f"C{i}", label=f"{label}: network")
         right.plot(x, [m["decode_ms"] for m in mine], "--", color=f"C{i}", label=f"{label}: decode")
+        if any(m["detection_ms"] > 0 for m in mine):
+            detection = [m["detection_ms"] for m in mine]
+            right.plot(x, detection, ":", color=f"C{i}", label=f"{label}: detection")
     left.set_ylabel("ms / image (total)")
     right.set_ylabel("ms / image")
     for ax in (left, right):
@@ -150,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per scene")
     parser.add_argument("--crop-batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--detector", default=None, help="also time the top-down run on this detector's boxes"
+    )
+    parser.add_argument("--det-score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
     parser.add_argument("--title", default="E5: runtime vs number of people")
     args = parser.parse_args(argv)
     rows = measure(
@@ -160,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         repeats=args.repeats,
         crop_batches=args.crop_batches,
         seed=args.seed,
+        detector_run=args.detector,
+        det_score_threshold=args.det_score_threshold,
     )
     command = command_line("posejax.experiments.runtime", argv)
     _, md_path = write_table(

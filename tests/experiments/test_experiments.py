@@ -23,6 +23,7 @@ import pytest
 from flax import nnx
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from untrained_runs import write_untrained_run
 
 from posejax import evaluate as evaluate_cli
 from posejax.experiments import decoder_tuning, learning_curves, matching, paf_stages, runtime
@@ -210,15 +211,22 @@ def test_runtime_tool(tiny_runs, tmp_path):
             "1",
             "--crop-batches",
             "1",
+            "--detector",
+            str(write_untrained_run(tmp_path / "detector", "detector")),
+            "--det-score-threshold",
+            "0",
         ]
     )
-    assert len(rows) == 4  # 2 runners x 2 people counts
-    one_crop = [r for r in rows if r["run"].startswith("top-down")]
+    assert len(rows) == 6  # 3 runners x 2 people counts
+    one_crop = [r for r in rows if r["run"].startswith("top-down") and "detector" not in r["run"]]
     assert [r["metrics"]["found_mean"] for r in one_crop] == [
         r["metrics"]["people_mean"] for r in one_crop
     ]  # top-down: one pose per box
+    detected = [r["metrics"] for r in rows if "detector" in r["run"]]
+    assert all(m["detection_ms"] > 0 and m["found_mean"] >= 1 for m in detected)
+    assert all(r["metrics"]["detection_ms"] == 0 for r in rows if "detector" not in r["run"])
     assert "ms/person" in (tmp_path / "summary.md").read_text()
-    assert len(_table(tmp_path)) == 4
+    assert len(_table(tmp_path)) == 6
 
 
 @pytest.mark.slow
