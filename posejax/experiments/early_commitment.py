@@ -181,24 +181,11 @@ def plot_bins(rows: Sequence[dict], out_path: str | Path) -> Path:
         mine = [r for r in rows if r["overrides"]["axis"] == axis]
         bins = list(dict.fromkeys(r["overrides"]["bin"] for r in mine))
         x = np.arange(len(bins))
+        value = {(r["run"], r["overrides"]["bin"]): r["metrics"] for r in mine}
         for i, name in enumerate(dict.fromkeys(r["run"] for r in mine)):
-            ap = [
-                next(
-                    r["metrics"]["OKS_AP"]
-                    for r in mine
-                    if r["run"] == name and r["overrides"]["bin"] == b
-                )
-                for b in bins
-            ]
+            ap = [value[name, b]["OKS_AP"] for b in bins]
             ax.plot(x, ap, marker="o", color=f"C{i}", label=f"{name}: OKS AP")
-        recall = [
-            next(
-                r["metrics"]["detector_recall"]
-                for r in mine
-                if r["run"] == TOP_DOWN_DETECTED and r["overrides"]["bin"] == b
-            )
-            for b in bins
-        ]
+        recall = [value[TOP_DOWN_DETECTED, b]["detector_recall"] for b in bins]
         ax.plot(x, recall, "k--", marker="s", ms=3, label="detector recall (IoU 0.5)")
         ax.set_xticks(x, bins)
         ax.set_xlabel(xlabels.get(axis, axis))
