@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 QUICK := results/quick
 
-.PHONY: setup lint format test compare data bench clean e7
+.PHONY: setup lint format test compare data bench clean e7 notebooks
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,9 @@ data: setup
 # E1 quick: every formulation on the same backbone, data and budget, and the person detector,
 # then the top-down formulations once more on the detector's boxes (rows "<run>+detector"), the
 # mean-pose baseline, the oracle rows (each formulation's own targets decoded: the ceiling of
-# its encoding, decoding and parsing), the learning curves and one table. The top-down
-# formulations swept are listed in conf/experiment/e1_quick.yaml (hydra.sweeper.params).
+# its encoding, decoding and parsing), the learning curves, one table and one report
+# (results/quick/report.md: table, plots, per-joint PCK, the same images through every run).
+# The top-down formulations swept are listed in conf/experiment/e1_quick.yaml.
 # Re-running resumes/reuses finished runs.
 E1_RUNS := $(QUICK)/runs
 # Trained runs of the sweep: the folders holding checkpoints (found when the recipe runs).
@@ -66,6 +67,13 @@ compare: data
 	  --command "make compare" --metrics OKS_AP OKS_AP50 OKS_APm OKS_APl PCK@0.2 \
 	  PCK@0.2_torso mIoU box_AP box_AP50 people_found_ratio ms_per_image train_steps \
 	  train_batch_size train_minutes --plot ms_per_image OKS_AP --hue run
+	$(PY) -m posejax.experiments.report $(E1_RUNS) --out $(QUICK) --detector $(E1_RUNS)/detector \
+	  --title "E1 quick: report" --command "make compare" --metrics OKS_AP OKS_APm PCK@0.2 \
+	  mIoU box_AP50 people_found_ratio ms_per_image train_steps train_batch_size train_minutes
+
+# The notebooks, executed on the quick comparison's runs and written with their outputs.
+notebooks: setup
+	$(PY) notebooks/_execute.py --runs $(E1_RUNS)
 
 # E7 (experiments/e7_early_commitment): early commitment, on E1's runs (run `make compare`
 # first): heatmap on the detector's boxes vs PAF bottom-up, against crowding.

@@ -59,7 +59,8 @@ def varying_keys(rows: Sequence[dict]) -> list[str]:
     return [k for k in keys if len({r["overrides"][k] for r in rows if k in r["overrides"]}) > 1]
 
 
-def _fmt(value) -> str:
+def format_value(value) -> str:
+    """A table cell: integers without decimals, three decimals otherwise, "–" for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
@@ -136,7 +137,7 @@ def write_table(
     if command:
         lines.append(f"- command: `{command}`")
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in body]
+    lines += ["| " + " | ".join(format_value(v) for v in row) + " |" for row in body]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
