@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "--det-score-threshold",
         type=float,
         default=None,
-        help="with --detector: keep boxes with at least this score (default 0.2, chosen on the test split)",
+        help="with --detector: keep boxes with at least this score (default 0.2, chosen on "
+        "the test split)",
     )
     parser.add_argument(
         "--box-expand", type=float, default=1.0, help="with --detector: scale boxes (default 1)"

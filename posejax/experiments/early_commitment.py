@@ -167,7 +167,7 @@ def binned_rows(gt, results, hit, crowd) -> list[dict]:
 
 
 def plot_bins(rows: Sequence[dict], out_path: str | Path) -> Path:
-    """AP per bin for each system, and the detector's recall, one panel per binning."""
+    """AP and AR50 per bin for each system, and the detector's recall, one panel per binning."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,14 +184,16 @@ def plot_bins(rows: Sequence[dict], out_path: str | Path) -> Path:
         value = {(r["run"], r["overrides"]["bin"]): r["metrics"] for r in mine}
         for i, name in enumerate(dict.fromkeys(r["run"] for r in mine)):
             ap = [value[name, b]["OKS_AP"] for b in bins]
+            ar = [value[name, b]["OKS_AR50"] for b in bins]
             ax.plot(x, ap, marker="o", color=f"C{i}", label=f"{name}: OKS AP")
+            ax.plot(x, ar, ":", marker=".", color=f"C{i}", label=f"{name}: OKS AR50")
         recall = [value[TOP_DOWN_DETECTED, b]["detector_recall"] for b in bins]
         ax.plot(x, recall, "k--", marker="s", ms=3, label="detector recall (IoU 0.5)")
         ax.set_xticks(x, bins)
         ax.set_xlabel(xlabels.get(axis, axis))
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("OKS AP / recall")
+    axes[0].set_ylabel("OKS AP, AR50 / detector recall")
     axes[0].legend(fontsize=7)
     fig.suptitle("E7: early commitment (top-down with a detector vs bottom-up)", fontsize=10)
     return save_figure(fig, out_path)
