@@ -33,45 +33,9 @@ from posejax import skeleton
 from posejax.data.splits import open_split
 from posejax.experiments.summarize import collect, format_value, save_figure, table
 from posejax.inference.detection import DetectThenEstimate, load_detector
-from posejax.inference.draw import draw_boxes, draw_poses, grid
+from posejax.inference.draw import draw_prediction, grid
 from posejax.inference.runners import load_runner
 from posejax.runs.directory import run_setup
-
-GT_COLOUR = (0, 220, 0)
-MIN_SIDE = 256
-
-
-def enlarge(image: np.ndarray, min_side: int = MIN_SIDE) -> tuple[np.ndarray, int]:
-    """``image`` enlarged by the smallest integer factor giving ``min_side`` (nearest)."""
-    factor = max(1, -(-min_side // min(image.shape[:2])))
-    h, w = image.shape[:2]
-    return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST), factor
-
-
-def _scaled(poses: np.ndarray, factor: int) -> np.ndarray:
-    """Poses in original pixels -> pixels of the enlarged image (pixel centres kept)."""
-    out = np.array(poses, np.float64, copy=True).reshape(-1, skeleton.NUM_KEYPOINTS, 3)
-    found = out[..., 2:] > 0
-    out[..., :2] = np.where(found, (out[..., :2] + 0.5) * factor - 0.5, 0.0)
-    return out
-
-
-def draw_cell(image, gt_poses, result, caption, *, min_score=0.1) -> np.ndarray:
-    """One captioned picture: ground truth (green), prediction (limb colours), boxes."""
-    big, factor = enlarge(image)
-    thickness = max(1, big.shape[0] // 192)
-    green = [GT_COLOUR] * len(skeleton.COCO_LIMBS)
-    big = draw_poses(
-        big, _scaled(gt_poses, factor), colours=green, point_colour=GT_COLOUR, thickness=thickness
-    )
-    if result.boxes is not None and len(result.boxes):
-        boxes = (np.asarray(result.boxes, np.float64) + [0.5, 0.5, 0, 0]) * factor
-        boxes[:, :2] -= 0.5
-        big = draw_boxes(big, boxes, result.box_scores, thickness=thickness)
-    big = draw_poses(big, _scaled(result.poses, factor), min_score=min_score, thickness=thickness)
-    bar = np.full((22, big.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([bar, big], axis=0)
 
 
 def systems(runs_dir: Path, detector_run: Path | None) -> dict[str, object]:
@@ -107,7 +71,16 @@ def prediction_grid(runs_dir: Path, out_path: Path, *, detector_run=None, num_im
             result = runner(image) if detects else runner(image, gt_boxes)
             result = people_only(result, runner.formulation.people_threshold)
             caption = f"{label}: {len(result.scores)} / {present}"
-            cells.append(draw_cell(image, gt, result, caption))
+            cells.append(
+                draw_prediction(
+                    image,
+                    gt,
+                    result.poses,
+                    caption=caption,
+                    boxes=result.boxes,
+                    box_scores=result.box_scores,
+                )
+            )
     picture = grid(cells, columns=len(found))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # JPEG: a grid of textured images is several MB as PNG (quality 92 keeps lines readable).

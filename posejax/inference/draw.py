@@ -66,6 +66,69 @@ def draw_boxes(
     return out
 
 
+GT_COLOUR = (0, 220, 0)  # ground truth is drawn in one colour, predictions in the limb colours
+MIN_SIDE = 256  # readable pictures: at least this many pixels on the short side
+
+
+def enlarge(image: np.ndarray, min_side: int = MIN_SIDE) -> tuple[np.ndarray, int]:
+    """``image`` enlarged by the smallest integer factor giving ``min_side`` (nearest neighbour,
+    so pixels stay sharp); returns ``(picture, factor)``."""
+    factor = max(1, -(-min_side // min(image.shape[:2])))
+    h, w = image.shape[:2]
+    return cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_NEAREST), factor
+
+
+def scale_poses(poses: np.ndarray, factor: int) -> np.ndarray:
+    """``(P, K, 3)`` poses in image pixels -> pixels of the image enlarged by ``factor`` (pixel
+    centres kept: pixel ``c`` covers enlarged pixels ``c f .. c f + f - 1``)."""
+    out = np.array(poses, np.float64, copy=True).reshape(-1, len(skeleton.COCO_KEYPOINTS), 3)
+    found = out[..., 2:] > 0
+    out[..., :2] = np.where(found, (out[..., :2] + 0.5) * factor - 0.5, 0.0)
+    return out
+
+
+def draw_prediction(
+    image: np.ndarray,
+    gt_poses: np.ndarray | None,
+    poses: np.ndarray,
+    *,
+    caption: str = "",
+    boxes: np.ndarray | None = None,
+    box_scores: np.ndarray | None = None,
+    min_score: float = 0.1,
+    value_map: np.ndarray | None = None,
+) -> np.ndarray:
+    """A picture that can be judged: ``image`` enlarged to :data:`MIN_SIDE`, the ground truth in
+    green, the prediction in the limb colours (keypoints above ``min_score``), boxes in yellow,
+    a caption bar on top; with ``value_map`` (RGB, any size) a second panel beside it with the
+    map over the image and the prediction. Poses and boxes are in ``image`` pixels."""
+    big, factor = enlarge(image)
+    thickness = max(1, big.shape[0] // 192)
+    panel = big
+    if gt_poses is not None and len(gt_poses):
+        green = [GT_COLOUR] * len(skeleton.COCO_LIMBS)
+        panel = draw_poses(
+            panel,
+            scale_poses(gt_poses, factor),
+            colours=green,
+            point_colour=GT_COLOUR,
+            thickness=thickness,
+        )
+    if boxes is not None and len(boxes):
+        scaled = np.asarray(boxes, np.float64).reshape(-1, 4) * factor
+        scaled[:, :2] += 0.5 * (factor - 1)  # the pixel-centre convention of scale_poses
+        panel = draw_boxes(panel, scaled, box_scores, thickness=thickness)
+    predicted = scale_poses(poses, factor)
+    panels = [draw_poses(panel, predicted, min_score=min_score, thickness=thickness)]
+    if value_map is not None:
+        shown = overlay(big, value_map)
+        panels.append(draw_poses(shown, predicted, min_score=min_score, thickness=thickness))
+    picture = np.concatenate(panels, axis=1)
+    bar = np.full((22, picture.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, picture], axis=0)
+
+
 def colourise(
     value_map: np.ndarray,
     *,

@@ -195,34 +195,29 @@ def _line_width(image: np.ndarray) -> int:
     return max(1, round(max(image.shape[:2]) / 320))
 
 
-def overlay_panels(result, min_score: float, *, min_side: int = 192) -> dict[str, np.ndarray]:
+def overlay_panels(result, min_score: float) -> dict[str, np.ndarray]:
     """``map name -> grid`` of the network inputs with that map over them and the poses drawn.
 
-    Inputs smaller than ``min_side`` are enlarged by an integer factor first, so that small
-    crops stay readable.
+    Inputs are enlarged by an integer factor to at least 256 px on the short side (nearest
+    neighbour, :func:`posejax.inference.draw.enlarge`), so that small crops stay readable.
     """
     from posejax.geometry import apply_affine
-    from posejax.inference.draw import draw_poses, grid, overlay, render_map
+    from posejax.inference.draw import draw_poses, enlarge, grid, overlay, render_map, scale_poses
 
-    h, w = result.inputs.shape[1:3]
-    factor = max(1, -(-min_side // min(h, w)))
-    inputs = [
-        cv2.resize(im, (w * factor, h * factor), interpolation=cv2.INTER_LINEAR)
-        for im in result.inputs
-    ]
+    enlarged = [enlarge(im) for im in result.inputs]
     poses_in_input = []
-    for index in range(len(result.inputs)):
+    for index, (_, factor) in enumerate(enlarged):
         people = result.poses[result.person_input == index].copy()
         found = people[..., 2:] > 0
-        moved = apply_affine(people[..., :2], result.transforms[index])
-        # Pixel centres: input pixel c covers enlarged pixels [c f, c f + f - 1].
-        people[..., :2] = np.where(found, (moved + 0.5) * factor - 0.5, 0.0)
-        poses_in_input.append(people)
+        people[..., :2] = np.where(
+            found, apply_affine(people[..., :2], result.transforms[index]), 0.0
+        )
+        poses_in_input.append(scale_poses(people, factor))
     pictures = {}
     for name, maps in result.maps.items():
         panels = []
         for index, value in enumerate(maps):
-            panel = overlay(inputs[index], render_map(value, result.map_specs[name]))
+            panel = overlay(enlarged[index][0], render_map(value, result.map_specs[name]))
             panels.append(draw_poses(panel, poses_in_input[index], min_score=min_score))
         pictures[name] = grid(panels, columns=min(len(panels), 4))
     return pictures

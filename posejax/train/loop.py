@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from posejax.data.pipeline import make_train_iterator
 from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
-from posejax.inference.draw import draw_boxes, draw_poses, grid, render_map, save_png
+from posejax.inference.draw import draw_prediction, grid, render_map, save_png
 from posejax.runs.checkpoint import Checkpointer
 from posejax.runs.setup import Setup, TrainerConfig, build_setup
 from posejax.runs.state import count_params
@@ -312,22 +312,37 @@ def _check_finite(state, names: list[str], policy: str, reported: int = 0) -> in
 
 
 def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, writer) -> None:
+    """``visuals/step_<step>_poses.png``: each sample enlarged to a readable size (at least 256
+    px), ground truth in green, the prediction in the limb colours (a detector's boxes in
+    yellow), and beside it the formulation's first display map over the input; one PNG per
+    display map as well (``step_<step>_<map>.png``, the maps at their own resolution)."""
     if not samples:
         return
+    specs = formulation.display_specs  # how each display map is drawn
+    first_map = next(iter(samples[0]["maps"]), None)
     panels = []
     for s in samples:
-        panel = (
-            draw_poses(s["image"], s["gt"], point_colour=(0, 255, 0))
-            if len(s["gt"])
-            else s["image"]
+        found = np.asarray(s["scores"]) >= formulation.people_threshold
+        boxes = None if s["boxes"] is None else s["boxes"][found]
+        caption = f"found {int(found.sum())} / present {len(s['gt'])}"
+        value_map = None
+        if first_map is not None:
+            caption += f"; right: {first_map}"
+            value_map = render_map(s["maps"][first_map], specs[first_map])
+        panels.append(
+            draw_prediction(
+                s["image"],
+                s["gt"],
+                np.asarray(s["poses"])[found],
+                caption=caption,
+                boxes=boxes,
+                box_scores=None if boxes is None else np.asarray(s["scores"])[found],
+                value_map=value_map,
+            )
         )
-        if s["boxes"] is not None:  # a detector: the boxes it counts as people
-            panel = draw_boxes(panel, s["boxes"][s["scores"] >= formulation.people_threshold])
-        panels.append(draw_poses(panel, s["poses"], min_score=0.1))
-    picture = grid(panels)
+    picture = grid(panels, columns=2)
     save_png(run_dir / "visuals" / f"step_{step:06d}_poses.png", picture)
     writer.write_image(step, "val/poses", picture)
-    specs = formulation.display_specs  # how each display map is drawn
     for name in samples[0]["maps"]:
         maps = [render_map(s["maps"][name], specs[name]) for s in samples]
         cell = samples[0]["image"].shape[:2]

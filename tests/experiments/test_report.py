@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from untrained_runs import write_untrained_run
 
 from posejax.experiments import report
-
-
-def test_enlarge_is_an_integer_nearest_neighbour_upscale_to_256():
-    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    big, factor = report.enlarge(image)
-    assert factor == 128 and big.shape == (256, 384, 3)
-    assert (big[:128, :128] == image[0, 0]).all()
 
 
 def test_report_links_the_table_the_per_joint_pck_and_one_prediction_grid(tmp_path):
