@@ -186,9 +186,17 @@ def evaluate(
                         "boxes": None if pred.boxes is None else np.asarray(pred.boxes),
                         "gt": batch["keypoints"][i][batch["valid"][i]],
                         "maps": {k: v[i] for k, v in display.items()},
+                        "image_id": image_id,
+                        "person_index": (
+                            int(batch["person_index"][i]) if pipeline.mode == TOP_DOWN else -1
+                        ),
+                        "transform": np.asarray(batch["transform"][i]),
+                        "original_poses": poses,
+                        "original_boxes": boxes_all[-1] if formulation.predicts_boxes else None,
                     }
                 )
 
+    _attach_originals(samples, subset)
     evaluated_ids = sorted({img["id"] for img in gt["images"]})
     people = _people_table(subset)
     metrics: dict[str, float] = {}
@@ -226,6 +234,43 @@ def evaluate(
     return EvalOutput(
         metrics=metrics, results=results, gt=gt, samples=samples, box_results=box_results
     )
+
+
+def _attach_originals(samples: list[dict], source: Sequence) -> None:
+    """Give each kept sample its original image, ground truth and per-person OKS (for pictures).
+
+    The samples come from the first batches, i.e. the first images of ``source``; each gets
+    ``original = {"image", "gt" (P, K, 3), "oks" (P,)}``: the OKS of each scorable person with the
+    sample's predictions (top-down: the cropped person only, the others NaN), NaN for a person
+    without labelled keypoints.
+    """
+    wanted = {s["image_id"] for s in samples}
+    found: dict[int, dict] = {}
+    for i in range(len(source)):
+        if len(found) == len(wanted):
+            break
+        example = source[i]
+        image_id = int(example[schema.IMAGE_ID])
+        if image_id in wanted:
+            found.setdefault(image_id, example)
+    for sample in samples:
+        example = found.get(sample["image_id"])
+        if example is None:
+            continue
+        keypoints = np.asarray(example[schema.KEYPOINTS], np.float64).reshape(-1, 17, 3)
+        areas = np.asarray(example[schema.AREA], np.float64).reshape(-1)
+        keep = ~np.asarray(example[schema.IGNORE], bool).reshape(-1)
+        poses = np.asarray(sample["original_poses"]).reshape(-1, skeleton.NUM_KEYPOINTS, 3)
+        oks = np.full(len(keypoints), np.nan)
+        for p in np.flatnonzero(keep & (keypoints[..., 2] > 0).any(axis=1)):
+            if sample["person_index"] >= 0 and p != sample["person_index"]:
+                continue
+            oks[p] = max((_oks(pose, keypoints[p], areas[p]) for pose in poses), default=0.0)
+        sample["original"] = {
+            "image": np.asarray(example[schema.IMAGE]),
+            "gt": keypoints[keep],
+            "oks": oks[keep],
+        }
 
 
 def evaluate_people(

@@ -23,6 +23,7 @@ import logging
 import time
 from pathlib import Path
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from posejax.data.pipeline import make_train_iterator
 from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
+from posejax.geometry import invert_affine
 from posejax.inference.draw import draw_prediction, grid, render_map, save_png
 from posejax.runs.checkpoint import Checkpointer
 from posejax.runs.setup import Setup, TrainerConfig, build_setup
@@ -312,28 +314,41 @@ def _check_finite(state, names: list[str], policy: str, reported: int = 0) -> in
 
 
 def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, writer) -> None:
-    """``visuals/step_<step>_poses.png``: each sample enlarged to a readable size (at least 256
-    px), ground truth in green, the prediction in the limb colours (a detector's boxes in
-    yellow), and beside it the formulation's first display map over the input; one PNG per
-    display map as well (``step_<step>_<map>.png``, the maps at their own resolution)."""
+    """``visuals/step_<step>_poses.png``: each sample on its original image, enlarged to a
+    readable size (at least 256 px), ground truth in green, the prediction in the limb colours
+    (a detector's boxes in yellow), and beside it the formulation's first display map warped
+    back onto the image; the caption gives each scored person's OKS and the people found /
+    present. One PNG per display map as well (``step_<step>_<map>.png``, at map resolution)."""
     if not samples:
         return
     specs = formulation.display_specs  # how each display map is drawn
     first_map = next(iter(samples[0]["maps"]), None)
     panels = []
     for s in samples:
+        original = s.get("original")
+        if original is None:  # not found in the source: draw the network input
+            original = {"image": s["image"], "gt": s["gt"], "oks": np.zeros(0)}
+            poses, boxes, transform = s["poses"], s["boxes"], None
+        else:
+            poses, boxes, transform = s["original_poses"], s["original_boxes"], s["transform"]
         found = np.asarray(s["scores"]) >= formulation.people_threshold
-        boxes = None if s["boxes"] is None else s["boxes"][found]
-        caption = f"found {int(found.sum())} / present {len(s['gt'])}"
+        boxes = None if boxes is None else np.asarray(boxes)[found]
+        oks = ", ".join(f"{v:.2f}" for v in original["oks"] if np.isfinite(v))
+        caption = f"OKS {oks or '-'}; found {int(found.sum())} / present {len(original['gt'])}"
         value_map = None
         if first_map is not None:
             caption += f"; right: {first_map}"
-            value_map = render_map(s["maps"][first_map], specs[first_map])
+            value_map = _map_on_image(
+                render_map(s["maps"][first_map], specs[first_map]),
+                s["image"].shape[:2],
+                transform,
+                original["image"].shape[:2],
+            )
         panels.append(
             draw_prediction(
-                s["image"],
-                s["gt"],
-                np.asarray(s["poses"])[found],
+                original["image"],
+                original["gt"],
+                np.asarray(poses)[found],
                 caption=caption,
                 boxes=boxes,
                 box_scores=None if boxes is None else np.asarray(s["scores"])[found],
@@ -349,3 +364,15 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
         picture = grid(maps, cell_size=cell)
         save_png(run_dir / "visuals" / f"step_{step:06d}_{name}.png", picture)
         writer.write_image(step, f"val/{name}", picture)
+
+
+def _map_on_image(rgb_map, input_hw, transform, image_hw) -> np.ndarray:
+    """A rendered ``(H, W, 3)`` map of the network input -> the original image's pixel grid
+    (through the inverse of the input ``transform``; unchanged without one)."""
+    h, w = input_hw
+    resized = cv2.resize(rgb_map.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    if transform is None:
+        return resized
+    back = invert_affine(np.asarray(transform, np.float64))
+    height, width = image_hw
+    return cv2.warpAffine(resized, back, (width, height), flags=cv2.INTER_NEAREST)

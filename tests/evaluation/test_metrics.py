@@ -100,3 +100,27 @@ def test_box_ap_is_one_for_the_ground_truth_boxes_and_falls_with_a_shift():
     moved = coco_box_ap(gt, boxes_to_coco_results(ids, shifted, scores))
     assert moved["AP50"] == pytest.approx(1.0) and moved["AP"] < 0.7
     assert coco_box_ap(gt, [])["AP"] == 0.0
+
+
+def test_kept_samples_get_their_original_image_and_the_oks_of_each_scored_person():
+    from posejax.evaluation.evaluator import _attach_originals
+
+    people = np.zeros((3, 17, 3), np.float32)
+    people[:, :, :2] = np.random.default_rng(0).uniform(10, 50, (3, 17, 2))
+    people[:2, :, 2] = 2  # person 2: no labelled keypoint
+    example = {
+        "image": np.zeros((64, 64, 3), np.uint8),
+        "image_id": np.int64(7),
+        "keypoints": people,
+        "area": np.full(3, 400.0, np.float32),
+        "ignore": np.array([False, False, False]),
+    }
+    bottom_up = {"image_id": 7, "person_index": -1, "original_poses": people[:1].copy()}
+    top_down = {"image_id": 7, "person_index": 1, "original_poses": people[1:2] + [3, 0, 0]}
+    _attach_originals([bottom_up, top_down], [example])
+    oks = bottom_up["original"]["oks"]
+    assert oks[0] == pytest.approx(1.0) and oks[1] < 0.5 and np.isnan(oks[2])
+    assert bottom_up["original"]["image"].shape == (64, 64, 3)
+    assert bottom_up["original"]["gt"].shape == (3, 17, 3)
+    oks = top_down["original"]["oks"]  # only the cropped person is scored
+    assert np.isnan(oks[0]) and 0.0 < oks[1] < 1.0 and np.isnan(oks[2])
