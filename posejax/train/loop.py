@@ -334,7 +334,7 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
         found = np.asarray(s["scores"]) >= formulation.people_threshold
         boxes = None if boxes is None else np.asarray(boxes)[found]
         oks = ", ".join(f"{v:.2f}" for v in original["oks"] if np.isfinite(v))
-        caption = f"OKS {oks or '-'}; found {int(found.sum())} / present {len(original['gt'])}"
+        caption = f"green: truth; OKS {oks or '-'}; found {int(found.sum())}/{len(original['gt'])}"
         value_map = None
         if first_map is not None:
             caption += f"; right: {first_map}"
