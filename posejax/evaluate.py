@@ -116,11 +116,7 @@ def _evaluate_with_detector(args):
 
     from posejax.data.splits import open_split
     from posejax.evaluation.evaluator import evaluate_people
-    from posejax.inference.detection import (
-        DEFAULT_SCORE_THRESHOLD,
-        DetectThenEstimate,
-        load_detector,
-    )
+    from posejax.inference.detection import DetectThenEstimate, load_detector
     from posejax.inference.runners import load_runner
 
     runner, setup, step = load_runner(args.run_dir)
@@ -129,10 +125,9 @@ def _evaluate_with_detector(args):
             f"posejax.evaluate: {args.run_dir} is bottom-up ({type(setup.formulation).__name__}): "
             "it finds the people itself, --detector is for top-down runs"
         )
-    threshold = (
-        DEFAULT_SCORE_THRESHOLD if args.det_score_threshold is None else args.det_score_threshold
+    detector = load_detector(
+        args.detector, score_threshold=args.det_score_threshold, expand=args.box_expand
     )
-    detector = load_detector(args.detector, score_threshold=threshold, expand=args.box_expand)
     system = DetectThenEstimate(runner, detector)
     system.warmup()
 
@@ -147,7 +142,7 @@ def _evaluate_with_detector(args):
         num_images=args.num_images,
         progress=lambda it: tqdm(it, desc="detect + estimate", unit="image", leave=False),
     )
-    result.metrics.update(det_score_threshold=threshold, box_expand=args.box_expand)
+    result.metrics.update(det_score_threshold=detector.score_threshold, box_expand=args.box_expand)
     return result, setup, step, split
 
 

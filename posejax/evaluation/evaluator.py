@@ -202,19 +202,10 @@ def evaluate(
     metrics: dict[str, float] = {}
     results: list[dict] = []
     if formulation.predicts_keypoints:
-        results = predictions_to_coco_results(image_ids, poses_orig, scores_all)
-        stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
-        metrics.update({f"OKS_{k}": v for k, v in stats.items()})
-        metrics.update(
-            _pck_metrics(
-                people,
-                image_ids,
-                poses_orig,
-                scores_all,
-                crop_of,
-                pipeline.mode == TOP_DOWN,
-            )
+        results, keypoint_metrics = _keypoint_metrics(
+            gt, people, image_ids, poses_orig, scores_all, crop_of, pipeline.mode == TOP_DOWN
         )
+        metrics.update(keypoint_metrics)
     box_results: list[dict] = []
     if formulation.predicts_boxes:
         box_results = boxes_to_coco_results(image_ids, boxes_all, scores_all)
@@ -236,6 +227,16 @@ def evaluate(
     )
 
 
+def _keypoint_metrics(gt, people, image_ids, poses, scores, crop_of, top_down):
+    """``(COCO results, metrics)``: OKS AP/AR through COCOeval and PCK of original-pixel poses."""
+    results = predictions_to_coco_results(image_ids, poses, scores)
+    evaluated_ids = sorted({img["id"] for img in gt["images"]})
+    stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
+    metrics = {f"OKS_{k}": v for k, v in stats.items()}
+    metrics.update(_pck_metrics(people, image_ids, poses, scores, crop_of, top_down))
+    return results, metrics
+
+
 def _attach_originals(samples: list[dict], source: Sequence) -> None:
     """Give each kept sample its original image, ground truth and per-person OKS (for pictures).
 
@@ -254,9 +255,7 @@ def _attach_originals(samples: list[dict], source: Sequence) -> None:
         if image_id in wanted:
             found.setdefault(image_id, example)
     for sample in samples:
-        example = found.get(sample["image_id"])
-        if example is None:
-            continue
+        example = found[sample["image_id"]]
         keypoints = np.asarray(example[schema.KEYPOINTS], np.float64).reshape(-1, 17, 3)
         areas = np.asarray(example[schema.AREA], np.float64).reshape(-1)
         keep = ~np.asarray(example[schema.IGNORE], bool).reshape(-1)
@@ -311,12 +310,8 @@ def evaluate_people(
         image_ids.append(int(example[schema.IMAGE_ID]))
         poses_all.append(np.asarray(poses, np.float64).reshape(-1, skeleton.NUM_KEYPOINTS, 3))
         scores_all.append(np.asarray(scores, np.float64).reshape(-1))
-    results = predictions_to_coco_results(image_ids, poses_all, scores_all)
-    evaluated_ids = sorted({img["id"] for img in gt["images"]})
-    stats = coco_keypoint_ap(gt, results, image_ids=evaluated_ids)
-    metrics = {f"OKS_{k}": v for k, v in stats.items()}
     people = _people_table(subset)
-    metrics.update(_pck_metrics(people, image_ids, poses_all, scores_all, {}, False))
+    results, metrics = _keypoint_metrics(gt, people, image_ids, poses_all, scores_all, {}, False)
     found = sum(len(s) for s in scores_all)
     metrics["people_found_ratio"] = found / len(people.keys) if people.keys else float("nan")
     timed = seconds[1:]

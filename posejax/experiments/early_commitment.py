@@ -38,7 +38,7 @@ from posejax.evaluation.coco_metrics import coco_keypoint_ap, predictions_to_coc
 from posejax.evaluation.evaluator import ImagePrefix
 from posejax.experiments.common import command_line, metric_row
 from posejax.experiments.summarize import save_figure, write_table
-from posejax.inference.detection import DEFAULT_SCORE_THRESHOLD, DetectThenEstimate, load_detector
+from posejax.inference.detection import DetectThenEstimate, load_detector
 from posejax.inference.runners import load_runner
 
 OVERLAP_BINS: tuple[tuple[float, float], ...] = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 1.01))
@@ -207,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--out", required=True, help="folder for summary.csv/md and plot.png")
     parser.add_argument("--split", default=None, help="default: the top-down run's eval split")
     parser.add_argument("--num-images", type=int, default=300)
-    parser.add_argument("--det-score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
+    parser.add_argument(
+        "--det-score-threshold", type=float, default=None, help="default: the detector run's"
+    )
     parser.add_argument("--title", default="E7: early commitment")
     args = parser.parse_args(argv)
 

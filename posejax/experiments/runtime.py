@@ -37,7 +37,7 @@ from posejax.data import schema
 from posejax.data.render import SceneConfig, render_scene
 from posejax.experiments.common import command_line, metric_row
 from posejax.experiments.summarize import save_figure, write_table
-from posejax.inference.detection import DEFAULT_SCORE_THRESHOLD, DetectThenEstimate, load_detector
+from posejax.inference.detection import DetectThenEstimate, load_detector
 from posejax.inference.runners import STAGES, Runner, load_runner
 
 TIMED = ("detection", *STAGES)  # a runner without a detector spends 0 on detection
@@ -92,7 +92,7 @@ def measure(
     crop_batches: Sequence[int] = (1, 8),
     seed: int = 0,
     detector_run: str | Path | None = None,
-    det_score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    det_score_threshold: float | None = None,
 ) -> list[dict]:
     """One row per (runner, number of people placed); a row's ``run`` names the runner."""
     runners: dict[str, tuple[Runner, bool]] = {}  # label -> (runner, given the GT boxes)
@@ -174,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--detector", default=None, help="also time the top-down run on this detector's boxes"
     )
-    parser.add_argument("--det-score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD)
+    parser.add_argument(
+        "--det-score-threshold", type=float, default=None, help="default: the detector run's"
+    )
     parser.add_argument("--title", default="E5: runtime vs number of people")
     args = parser.parse_args(argv)
     rows = measure(

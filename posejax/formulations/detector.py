@@ -72,6 +72,11 @@ def local_maxima(scores: np.ndarray) -> np.ndarray:
     return scores >= neighbours.max(axis=0)
 
 
+def centre_probabilities(outputs) -> np.ndarray:
+    """``(B, H, W)`` centre probabilities (sigmoid of the centre logits), float64, on the host."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(outputs["centres"], np.float64)[..., 0]))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CentreNetDetector(Formulation):
     """Centre-point person detector (bottom-up: whole images).
@@ -85,9 +90,9 @@ class CentreNetDetector(Formulation):
       min_score: peaks below this centre probability are not boxes (the evaluator's box AP
         wants a low value; a top-down system sets its own threshold on top, see
         :mod:`posejax.inference.detection`).
-      person_threshold: score from which a box counts as a person found (the evaluator's
-        ``people_found_ratio``; :data:`posejax.inference.detection.DEFAULT_SCORE_THRESHOLD` is
-        the same default for top-down use).
+      person_threshold: score from which a box counts as a person found: the evaluator's
+        ``people_found_ratio`` and the default threshold of a top-down system fed by this
+        detector (:mod:`posejax.inference.detection`).
     """
 
     head_channels: int = 64
@@ -163,7 +168,7 @@ class CentreNetDetector(Formulation):
 
     def decode(self, outputs, *, stage: int = -1) -> list[PosePrediction]:
         self.stage_index(stage)
-        probs = 1.0 / (1.0 + np.exp(-np.asarray(outputs["centres"], np.float64)[..., 0]))
+        probs = centre_probabilities(outputs)
         sizes = np.asarray(outputs["sizes"], np.float64)
         offsets = np.asarray(outputs["offsets"], np.float64)
         predictions = []
@@ -195,5 +200,4 @@ class CentreNetDetector(Formulation):
 
     def display_maps(self, outputs, *, stage: int = -1) -> dict[str, np.ndarray]:
         self.stage_index(stage)
-        logits = np.asarray(outputs["centres"], np.float64)[..., 0]
-        return {"centres": (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)}
+        return {"centres": centre_probabilities(outputs).astype(np.float32)}

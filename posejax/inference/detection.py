@@ -2,8 +2,9 @@
 
 * :func:`load_detector` restores a run of a formulation that predicts boxes (the centre-point
   detector, ``formulation=detector``) as a :class:`BoxDetector`: ``image -> (boxes, scores)`` in
-  original-image pixels, the boxes above ``score_threshold``, each grown by ``expand`` about its
-  centre;
+  original-image pixels, the boxes above ``score_threshold`` (by default the run's own
+  ``people_threshold``: the boxes its formulation counts as people), each grown by ``expand``
+  about its centre;
 * :class:`DetectThenEstimate` puts one in front of a top-down runner and is called like every
   runner (``system(image, boxes=None, box_scores=None, *, keep_maps=False) -> RunnerResult``):
   without boxes it detects them, with boxes it uses those. Each person's score is the pose
@@ -13,11 +14,12 @@
 
 The score threshold trades the detector's recall against false people; ``posejax.evaluate
 RUN --detector DET_RUN`` reports top-down AP with detected boxes at any threshold (choose it on
-the test split or on training images, never on the split a table reports). The default, 0.2,
-was chosen so on the *test* split (first 300 images; E1's quick heatmap run and quick detector,
-96x96 x 1400 steps): OKS AP 0.0045 at 0.1, 0.2 and 0.3, PCK@0.2 0.603, 0.602 and 0.586, people
-found per person present 1.44, 1.22 and 0.98: the highest threshold that costs neither AP nor
-PCK. (With the earlier 128x128 x 600-step detector: AP 0.0040 at 0.05-0.2, 0.0037 at 0.3.)
+the test split or on training images, never on the split a table reports). The default is the
+detector formulation's ``person_threshold`` (``conf/formulation/detector.yaml``), 0.2, chosen
+on the *test* split (first 300 images; E1's quick heatmap run and quick detector, 96x96 x 1400
+steps): OKS AP 0.0045 at 0.1, 0.2 and 0.3, PCK@0.2 0.603, 0.602 and 0.586, people found per
+person present 1.44, 1.22 and 0.98: the highest threshold that costs neither AP nor PCK. (With
+the earlier 128x128 x 600-step detector: AP 0.0040 at 0.05-0.2, 0.0037 at 0.3.)
 """
 
 from __future__ import annotations
@@ -29,15 +31,14 @@ import numpy as np
 
 from posejax.inference.runners import Runner, RunnerResult, load_runner
 
-DEFAULT_SCORE_THRESHOLD = 0.2
-
 
 class BoxDetector:
     """``image -> (boxes (P, 4) xywh, scores (P,))``, original-image pixels, best first.
 
     Args:
       runner: a runner whose formulation predicts boxes (``predicts_boxes``).
-      score_threshold: boxes with a lower score are dropped.
+      score_threshold: boxes with a lower score are dropped; None: the formulation's
+        ``people_threshold``.
       expand: each box is scaled by this factor about its centre (1: as detected).
     """
 
@@ -45,7 +46,7 @@ class BoxDetector:
         self,
         runner: Runner,
         *,
-        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        score_threshold: float | None = None,
         expand: float = 1.0,
     ):
         if not runner.formulation.predicts_boxes:
@@ -56,6 +57,8 @@ class BoxDetector:
         if expand <= 0:
             raise ValueError(f"box expand must be > 0, got {expand}")
         self.runner = runner
+        if score_threshold is None:
+            score_threshold = runner.formulation.people_threshold
         self.score_threshold = float(score_threshold)
         self.expand = float(expand)
 
@@ -76,7 +79,7 @@ class BoxDetector:
 def load_detector(
     run_dir: str | Path,
     *,
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    score_threshold: float | None = None,
     expand: float = 1.0,
 ) -> BoxDetector:
     """The :class:`BoxDetector` of a detector run's newest checkpoint.

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="keep detections with at least this score (default 0.5; with --detector the "
-        "detector's default, 0.2)",
+        "detector run's person_threshold, 0.2 by default)",
     )
     parser.add_argument(
         "--gt",
@@ -229,11 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
 
     from posejax.evaluation.coco_metrics import predictions_to_coco_results, write_results
-    from posejax.inference.detection import (
-        DEFAULT_SCORE_THRESHOLD,
-        DetectThenEstimate,
-        load_detector,
-    )
+    from posejax.inference.detection import DetectThenEstimate, load_detector
     from posejax.inference.draw import draw_boxes, draw_poses, save_png
     from posejax.inference.runners import STAGES, load_runner
 
@@ -251,10 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("bottom-up formulation: --detector/--detections/--gt boxes are not used")
     detecting = bool(args.detector) and runner.uses_boxes
     if detecting:
-        threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
         detector = load_detector(args.detector, score_threshold=threshold, expand=args.box_expand)
         runner = DetectThenEstimate(runner, detector)
-        boxes_for.kind = f"detector {args.detector} (score >= {threshold})"
+        boxes_for.kind = f"detector {args.detector} (score >= {detector.score_threshold})"
     out_dir = Path(args.out) if args.out else Path(args.run_dir) / "predict"
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info(

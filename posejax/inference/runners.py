@@ -215,9 +215,13 @@ class Runner(abc.ABC):
             timing["decode"] += t2 - t1
             timing["postprocess"] += t3 - t2
         k = self.formulation.num_keypoints
-        result = RunnerResult(
+        all_scores = np.concatenate(scores) if scores else np.zeros((0,))
+        person_boxes = None
+        if self.formulation.predicts_boxes:
+            person_boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+        return RunnerResult(
             poses=np.concatenate(poses) if poses else np.zeros((0, k, 3)),
-            scores=np.concatenate(scores) if scores else np.zeros((0,)),
+            scores=all_scores,
             timing=timing,
             inputs=inputs,
             transforms=transforms,
@@ -226,15 +230,9 @@ class Runner(abc.ABC):
             ),
             maps={name: np.concatenate(parts) for name, parts in maps.items()},
             map_specs=dict(self.formulation.display_specs) if keep_maps else {},
-            boxes=(
-                (np.concatenate(boxes) if boxes else np.zeros((0, 4)))
-                if self.formulation.predicts_boxes
-                else None
-            ),
+            boxes=person_boxes,
+            box_scores=None if person_boxes is None else all_scores,
         )
-        if result.boxes is not None:
-            result.box_scores = result.scores
-        return result
 
 
 class TopDownRunner(Runner):

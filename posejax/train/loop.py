@@ -325,12 +325,7 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
     first_map = next(iter(samples[0]["maps"]), None)
     panels = []
     for s in samples:
-        original = s.get("original")
-        if original is None:  # not found in the source: draw the network input
-            original = {"image": s["image"], "gt": s["gt"], "oks": np.zeros(0)}
-            poses, boxes, transform = s["poses"], s["boxes"], None
-        else:
-            poses, boxes, transform = s["original_poses"], s["original_boxes"], s["transform"]
+        original, boxes = s["original"], s["original_boxes"]
         found = np.asarray(s["scores"]) >= formulation.people_threshold
         boxes = None if boxes is None else np.asarray(boxes)[found]
         oks = ", ".join(f"{v:.2f}" for v in original["oks"] if np.isfinite(v))
@@ -341,14 +336,14 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
             value_map = _map_on_image(
                 render_map(s["maps"][first_map], specs[first_map]),
                 s["image"].shape[:2],
-                transform,
+                s["transform"],
                 original["image"].shape[:2],
             )
         panels.append(
             draw_prediction(
                 original["image"],
                 original["gt"],
-                np.asarray(poses)[found],
+                np.asarray(s["original_poses"])[found],
                 caption=caption,
                 boxes=boxes,
                 box_scores=None if boxes is None else np.asarray(s["scores"])[found],
@@ -368,11 +363,9 @@ def _save_visuals(run_dir: Path, step: int, samples: list[dict], formulation, wr
 
 def _map_on_image(rgb_map, input_hw, transform, image_hw) -> np.ndarray:
     """A rendered ``(H, W, 3)`` map of the network input -> the original image's pixel grid
-    (through the inverse of the input ``transform``; unchanged without one)."""
+    (through the inverse of the input ``transform``)."""
     h, w = input_hw
     resized = cv2.resize(rgb_map.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-    if transform is None:
-        return resized
     back = invert_affine(np.asarray(transform, np.float64))
     height, width = image_hw
     return cv2.warpAffine(resized, back, (width, height), flags=cv2.INTER_NEAREST)
