@@ -2,15 +2,19 @@
 
 ``data`` is duck-typed: anything with the fields of :class:`posejax.runs.setup.DataConfig`
 (``builder``, ``config``, ``config_overrides``, ``data_dir``, ``manual_dir``,
-``builder_kwargs``) works, so this package never imports the run set-up above it.
+``builder_kwargs``, ``cache_mb``) works, so this package never imports the run set-up above it.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import sys
+import threading
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from posejax.data import schema
@@ -32,6 +36,10 @@ def open_split(data, split: str, *, needs: Sequence[str] | None = None):
         label features (:data:`posejax.data.schema.DENSE_LABEL_KEYS`: part and instance masks)
         not among them are neither decoded nor returned: decoding two PNG masks costs about as
         much as the image itself. None: every feature, decoded.
+
+    With ``data.cache_mb > 0`` the decoded examples are kept in memory up to that many MiB
+    (:class:`DecodedCache`): a top-down epoch reads each image once per person in it, and the
+    PNG decode is the largest cost of the input pipeline.
     """
     config = derived_builder_config(data.builder, data.config, data.config_overrides)
     builder = ensure_built(
@@ -43,7 +51,7 @@ def open_split(data, split: str, *, needs: Sequence[str] | None = None):
     )
     _report_bad_examples(builder, split, data.builder_kwargs.get("on_bad_example"))
     if needs is None:
-        return builder.as_data_source(split=split)
+        return _cached(builder.as_data_source(split=split), data.cache_mb)
     skipped = tuple(
         key
         for key in schema.DENSE_LABEL_KEYS
@@ -51,7 +59,92 @@ def open_split(data, split: str, *, needs: Sequence[str] | None = None):
     )
     decoders = {key: tfds.decode.SkipDecoding() for key in skipped}
     source = builder.as_data_source(split=split, decoders=decoders or None)
-    return WithoutFeatures(source, skipped) if skipped else source
+    return _cached(WithoutFeatures(source, skipped) if skipped else source, data.cache_mb)
+
+
+def _cached(source: Sequence, cache_mb: int) -> Sequence:
+    if cache_mb < 0:
+        raise ValueError(f"data.cache_mb={cache_mb}: expected >= 0 (0 turns the cache off)")
+    return DecodedCache(source, cache_mb * 2**20) if cache_mb else source
+
+
+def _frozen(value):
+    if isinstance(value, np.ndarray):
+        value = value.view()  # the source's own array stays as it was
+        value.flags.writeable = False
+    return value
+
+
+def _size(value) -> int:
+    return value.nbytes if isinstance(value, np.ndarray) else sys.getsizeof(value)
+
+
+class DecodedCache(Sequence):
+    """A random-access source that keeps decoded examples in memory, least recently used out.
+
+    Examples come back as new dicts of **read-only** arrays (a reader that wrote into a cached
+    array would change every later read of it, so that raises instead). At most ``max_bytes``
+    of array data are held; an example larger than that is returned and not kept. Thread-safe
+    (grain's read threads, :func:`posejax.data.pipeline.person_index`). Pickled without its
+    contents, so grain worker processes start with an empty cache of their own.
+    """
+
+    def __init__(self, source: Sequence, max_bytes: int):
+        self.source = source
+        self.max_bytes = int(max_bytes)
+        self._init_cache()
+
+    def _init_cache(self) -> None:
+        self._entries: collections.OrderedDict[int, tuple[dict, int]] = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i, n = int(i), len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a source of {n} examples")
+        i %= n
+        with self._lock:
+            entry = self._entries.get(i)
+            if entry is not None:
+                self._entries.move_to_end(i)
+                self.hits += 1
+                return dict(entry[0])
+            self.misses += 1
+        example = {k: _frozen(v) for k, v in self.source[i].items()}
+        size = sum(_size(v) for v in example.values())
+        if size <= self.max_bytes:
+            with self._lock:
+                if i not in self._entries:
+                    self._entries[i] = (example, size)
+                    self._bytes += size
+                    while self._bytes > self.max_bytes:
+                        _, (_, dropped) = self._entries.popitem(last=False)
+                        self._bytes -= dropped
+        return dict(example)
+
+    def __getstate__(self):
+        return {"source": self.source, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.source = state["source"]
+        self.max_bytes = state["max_bytes"]
+        self._init_cache()
+
+    def __getattr__(self, name):  # dataset_info and friends of the wrapped source
+        if name in ("source", "max_bytes", "_entries"):  # not yet set (unpickling)
+            raise AttributeError(name)
+        return getattr(self.source, name)
 
 
 class WithoutFeatures(Sequence):

@@ -87,6 +87,7 @@ class DataConfig:
     train_split: str
     eval_split: str
     builder_kwargs: dict
+    cache_mb: int
     pipeline: PipelineConfig
     eval_pipeline: PipelineConfig
 
@@ -134,6 +135,9 @@ class DataSchema:
     train_split: str = "train"
     eval_split: str = "validation"
     num_workers: int = 0
+    # MiB of decoded examples kept in memory per opened split (0: off); see
+    # posejax.data.splits.DecodedCache. The synthetic train split takes about 0.5 GiB.
+    cache_mb: int = 1024
     min_keypoints: int = 1
     top_down: TopDownSchema | None = None
     bottom_up: BottomUpSchema | None = None
@@ -305,6 +309,8 @@ def data_config(
     eval_pipeline = PipelineConfig(
         augment=dataclasses.replace(augment, enabled=False), batch_size=eval_batch_size, **common
     )
+    if d.cache_mb < 0:
+        raise ConfigError(f"data.cache_mb={d.cache_mb}: expected >= 0 (0 turns the cache off)")
     builder_kwargs = _plain(d.builder_kwargs)
     on_bad_example = _on_bad_example(cfg.data, builder_kwargs)
     if _builder_takes(d.builder, "on_bad_example"):
@@ -318,6 +324,7 @@ def data_config(
         train_split=d.train_split,
         eval_split=d.eval_split,
         builder_kwargs=builder_kwargs,
+        cache_mb=int(d.cache_mb),
         pipeline=pipeline,
         eval_pipeline=eval_pipeline,
     )
