@@ -24,6 +24,7 @@ from common import (
     markdown_table,
     median,
     open_train_split,
+    split_overrides,
     time_calls,
     write_report,
 )
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every formulation")
     args = parser.parse_args()
+    split_overrides(args)
 
     train_json = RESULTS / "bench_train.json"
     step_ms = {}

@@ -22,7 +22,7 @@ import time
 
 import jax
 from bench_train import build_trainer, measure_training
-from common import formulations, markdown_table, write_report
+from common import formulations, markdown_table, split_overrides, write_report
 
 GOAL = 1.5
 
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="batches timed per rate")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every formulation")
     args = parser.parse_args()
+    split_overrides(args)
 
     rows = []
     for name in args.formulations or formulations():

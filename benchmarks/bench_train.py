@@ -31,6 +31,7 @@ from common import (
     markdown_table,
     matmul_peak_flops,
     median,
+    split_overrides,
     write_report,
 )
 
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="results go to bench_train[_TAG].json/.md")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every formulation")
     args = parser.parse_args()
+    split_overrides(args)
 
     peaks = [matmul_peak_flops()]
     rows = []

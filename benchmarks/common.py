@@ -33,6 +33,14 @@ def formulations() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "formulation").glob("*.yaml"))
 
 
+def split_overrides(args) -> None:
+    """Hydra overrides given after ``--formulations`` (``--formulations heatmap key=value``)
+    land in that list; move them to ``args.overrides``, where they belong."""
+    names = args.formulations or []
+    args.overrides = [n for n in names if "=" in n] + list(args.overrides)
+    args.formulations = [n for n in names if "=" not in n] or None
+
+
 def compose_config(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
