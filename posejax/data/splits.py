@@ -63,9 +63,9 @@ def open_split(data, split: str, *, needs: Sequence[str] | None = None):
 
 
 def _cached(source: Sequence, cache_mb: int) -> Sequence:
-    if cache_mb < 0:
-        raise ValueError(f"data.cache_mb={cache_mb}: expected >= 0 (0 turns the cache off)")
-    return DecodedCache(source, cache_mb * 2**20) if cache_mb else source
+    """``source`` behind a :class:`DecodedCache` of ``cache_mb`` MiB (validated with the config,
+    ``posejax.runs.setup.data_config``); ``0`` (or less) leaves it as it is."""
+    return DecodedCache(source, cache_mb * 2**20) if cache_mb > 0 else source
 
 
 def _frozen(value):
