@@ -317,6 +317,9 @@ def make_train_dataset(
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    warm = getattr(source, "warm", None)  # a DecodedCache: decode the split before training
+    if warm is not None:
+        warm()
     keys = _keys(source, cfg)
     if len(keys) == 0:
         need = (

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import sys
@@ -132,6 +133,18 @@ class DecodedCache(Sequence):
                         _, (_, dropped) = self._entries.popitem(last=False)
                         self._bytes -= dropped
         return dict(example)
+
+    def warm(self, threads: int = 4) -> bool:
+        """Decode every example now, in ``threads`` threads, if the whole source fits (judged by
+        the first example's size); True if it did. A training stream reads every example once per
+        epoch, so decoding them before the first step keeps the decode off the steps' cores."""
+        n = len(self)
+        if n == 0 or sum(_size(v) for v in self[0].values()) * n > self.max_bytes:
+            return False
+        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+            for _ in pool.map(self.__getitem__, range(n)):
+                pass
+        return True
 
     def __getstate__(self):
         return {"source": self.source, "max_bytes": self.max_bytes}

@@ -90,3 +90,16 @@ def test_decoded_cache_holds_at_most_its_bytes_and_pickles_empty(tmp_path):
 def test_negative_cache_size_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="data.cache_mb=-1"):
         _tiny_data(tmp_path, "data.cache_mb=-1")
+
+
+def test_warm_decodes_the_whole_source_when_it_fits(tmp_path):
+    plain = open_split(_tiny_data(tmp_path, "data.cache_mb=0"), "validation")
+    one = sum(v.nbytes for v in plain[0].values() if isinstance(v, np.ndarray))
+    cache = DecodedCache(plain, max_bytes=100 * one)
+    assert cache.warm()
+    assert cache.misses == len(plain) and len(cache._entries) == len(plain)
+    for i in range(len(plain)):
+        cache[i]
+    assert cache.misses == len(plain)  # every read after the warm-up is a hit
+    small = DecodedCache(plain, max_bytes=3 * one)
+    assert not small.warm() and small.cached_bytes <= 3 * one  # does not fit: only the probe read
