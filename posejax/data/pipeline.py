@@ -313,7 +313,9 @@ def make_train_dataset(
     host ``p`` of ``n`` keeps batches ``p, p + n, ...``, i.e. rows ``[p b, (p + 1) b)`` of each
     global batch of ``n b``. So the union of the hosts' batches at a step is exactly the batch a
     single host with ``n b`` would see, and training does not depend on the number of hosts.
-    Map datasets are lazy: a host decodes and augments only its own rows.
+    Map datasets are lazy: a host decodes and augments only its own rows, except that a
+    source with a ``warm`` method (:class:`posejax.data.splits.DecodedCache`) is decoded
+    whole first when it fits in its cache (the stream reads every example each epoch).
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
