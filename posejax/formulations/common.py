@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from posejax.models.conv import Conv
+
 
 def gaussian_maps(
     xy: jax.Array, present: jax.Array, map_size: tuple[int, int], sigma: float
@@ -64,14 +66,10 @@ class ConvHead(nnx.Module):
         layers = []
         ch = in_channels
         for _ in range(depth):
-            layers.append(
-                nnx.Conv(ch, hidden, (3, 3), promote_dtype=promote_to_input_dtype, rngs=rngs)
-            )
+            layers.append(Conv(ch, hidden, (3, 3), promote_dtype=promote_to_input_dtype, rngs=rngs))
             ch = hidden
         self.hidden = nnx.List(layers)
-        self.out = nnx.Conv(
-            ch, out_channels, (1, 1), promote_dtype=promote_to_input_dtype, rngs=rngs
-        )
+        self.out = Conv(ch, out_channels, (1, 1), promote_dtype=promote_to_input_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for conv in self.hidden:

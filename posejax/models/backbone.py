@@ -19,6 +19,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from posejax.models.conv import Conv
+from posejax.models.norm import GroupNorm
+
 
 def _groups(channels: int, preferred: int) -> int:
     groups = min(preferred, channels)
@@ -42,7 +45,7 @@ class ConvNormAct(nnx.Module):
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.conv = nnx.Conv(
+        self.conv = Conv(
             in_channels,
             out_channels,
             (kernel, kernel),
@@ -52,14 +55,13 @@ class ConvNormAct(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
-        self.norm = nnx.GroupNorm(
-            out_channels, num_groups=_groups(out_channels, groups), dtype=dtype, rngs=rngs
+        # The ReLU is part of the norm op (one hand-written backward, posejax.models.norm).
+        self.norm = GroupNorm(
+            out_channels, num_groups=_groups(out_channels, groups), relu=act, dtype=dtype
         )
-        self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.norm(self.conv(x))
-        return jax.nn.relu(x) if self.act else x
+        return self.norm(self.conv(x))
 
 
 class BasicBlock(nnx.Module):
@@ -178,7 +180,7 @@ class ResNetBackbone(nnx.Module):
         self._merge_from = first
         self.laterals = nnx.List(
             [
-                nnx.Conv(widths[i], out_channels, (1, 1), dtype=dtype, rngs=rngs)
+                Conv(widths[i], out_channels, (1, 1), dtype=dtype, rngs=rngs)
                 for i in range(first, last + 1)
             ]
         )

@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from posejax.models.conv import batch_split_over_devices
 from posejax.runs.optim import build_optimizer
 from posejax.runs.setup import Setup
 from posejax.runs.state import ModelDef, TrainState, init_state
@@ -109,8 +110,17 @@ def build_program(setup: Setup, mesh: Mesh, example_batch: Mapping[str, Any]) ->
     term_names = loss_term_names(formulation, model_def, batch_spec)
     checked = monitored_names(term_names)
     state = init_state(model_def.initial_params, optimizer, len(checked))
+    step = make_train_step(model_def, formulation, optimizer, term_names)
+
+    split = mesh.shape["data"] > 1
+
+    def sharded_step(state, batch, rng):
+        # The convolutions' backward depends on whether the batch is split (posejax.models.conv).
+        with batch_split_over_devices(split):
+            return step(state, batch, rng)
+
     train_step = jax.jit(
-        make_train_step(model_def, formulation, optimizer, term_names),
+        sharded_step,
         in_shardings=(replicated, batch_sharding, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
