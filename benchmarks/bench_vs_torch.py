@@ -18,6 +18,10 @@ each side's step time is the median over rounds. Ratio = posejax images/s / torc
 Needs the optional extra: ``pip install -e .[bench]`` (torch pinned to a CPU build). Without
 torch the script says so and exits 0, so ``make bench`` still runs the other benchmarks.
 
+posejax is timed at each ``--cpu-devices`` setting (default: one CPU device, and one device per
+core with the batch split over them, ``distributed.cpu_devices=cores``), each in its own
+process, since JAX fixes its device count when it starts; torch is timed again in each.
+
 Run:  .venv/bin/python benchmarks/bench_vs_torch.py [--networks heatmap paf] [overrides...]
 (writes benchmarks/results/bench_vs_torch.json and .md)
 """
@@ -26,9 +30,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +141,7 @@ def compare(network: str, overrides: list[str], args) -> dict:
     return {
         "network": network,
         "formulation": NETWORKS[network],
+        "devices": jax.device_count(),
         "input_size": list(setup.data.pipeline.input_size),
         "batch_size": batch,
         "parameters": jax_params,
@@ -146,6 +155,34 @@ def compare(network: str, overrides: list[str], args) -> dict:
         "torch_images_per_sec": batch / step_s[best_torch],
         "ratio": step_s[best_torch] / step_s["posejax"],
     }
+
+
+def _child_rows(args, cpu_devices: str) -> list[dict]:
+    """Rows measured by a fresh interpreter presenting ``cpu_devices`` CPU devices (the device
+    count is fixed once JAX starts, so each setting needs its own process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        command = [
+            sys.executable,
+            __file__,
+            *args.overrides,  # (positional first: the list options after them end at the next flag)
+            f"distributed.cpu_devices={cpu_devices}",
+            "--rows-to",
+            str(out),
+            "--networks",
+            *args.networks,
+            "--steps",
+            str(args.steps),
+            "--rounds",
+            str(args.rounds),
+            "--round-seconds",
+            str(args.round_seconds),
+            "--torch-threads",
+            *map(str, args.torch_threads),
+            *(["--torch-channels-last"] if args.torch_channels_last else []),
+        ]
+        subprocess.run(command, check=True)
+        return json.loads(out.read_text())
 
 
 def main() -> int:
@@ -162,6 +199,14 @@ def main() -> int:
         default=None,
         help="torch thread counts to time (default: 1 and torch's own); the best one counts",
     )
+    parser.add_argument(
+        "--cpu-devices",
+        nargs="*",
+        default=["null", "cores"],
+        help="posejax's distributed.cpu_devices settings to time, each in its own process "
+        "(null: one CPU device; cores: one per core, data parallel)",
+    )
+    parser.add_argument("--rows-to", help=argparse.SUPPRESS)  # a child: measure, write rows
     parser.add_argument("--tag", default="", help="results go to bench_vs_torch[_TAG].json/.md")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both networks")
     args = parser.parse_args()
@@ -172,16 +217,22 @@ def main() -> int:
     import torch
 
     args.torch_threads = sorted(set(args.torch_threads or [1, torch.get_num_threads()]))
+    if args.rows_to:
+        rows = [compare(network, args.overrides, args) for network in args.networks]
+        Path(args.rows_to).write_text(json.dumps(rows))
+        return 0
+
     rows = []
-    for network in args.networks:
-        row = compare(network, args.overrides, args)
-        rows.append(row)
-        print(
-            f"{network}: "
-            + ", ".join(f"{n} {v:.1f} img/s" for n, v in row["images_per_sec"].items())
-            + f"; ratio posejax / best torch ({row['best_torch']}) {row['ratio']:.2f}",
-            flush=True,
-        )
+    for cpu_devices in args.cpu_devices:
+        for row in _child_rows(args, cpu_devices):
+            row["cpu_devices"] = cpu_devices
+            rows.append(row)
+            print(
+                f"{row['network']} (cpu_devices={cpu_devices}, {row['devices']} device(s)): "
+                + ", ".join(f"{n} {v:.1f} img/s" for n, v in row["images_per_sec"].items())
+                + f"; ratio posejax / best torch ({row['best_torch']}) {row['ratio']:.2f}",
+                flush=True,
+            )
     layout = "channels_last" if args.torch_channels_last else "NCHW (default)"
     table = [
         "# posejax vs PyTorch: train step on the same CPU",
@@ -190,8 +241,10 @@ def main() -> int:
         f"in PyTorch {torch.__version__} (eager, {layout}, timed at {args.torch_threads} threads; "
         "the fastest counts); "
         f"pre-read batches; {args.rounds} alternating rounds of up to {args.steps} steps in one "
-        "process, order rotated every round, medians. Ratio = posejax images/s / the best "
-        "PyTorch images/s." + "".join(f" {o}" for o in args.overrides),
+        "process per posejax device setting (`distributed.cpu_devices`: null = one CPU device "
+        "using every core inside each op, cores = one device per core, data parallel), order "
+        "rotated every round, medians. Ratio = posejax images/s / the best PyTorch images/s "
+        "measured in the same process." + "".join(f" {o}" for o in args.overrides),
         "",
         *markdown_table(
             [
@@ -199,6 +252,7 @@ def main() -> int:
                 "input",
                 "batch",
                 "params",
+                "posejax devices",
                 "posejax ms/step",
                 *[f"torch {n}t ms/step" for n in args.torch_threads],
                 "posejax img/s",
@@ -211,6 +265,7 @@ def main() -> int:
                     "x".join(map(str, r["input_size"])),
                     str(r["batch_size"]),
                     f"{r['parameters'] / 1e6:.2f}M",
+                    f"{r['devices']} (`{r['cpu_devices']}`)",
                     f"{r['step_ms']['posejax']:.1f}",
                     *[f"{r['step_ms'][f'torch_{n}t']:.1f}" for n in args.torch_threads],
                     f"{r['posejax_images_per_sec']:.1f}",

@@ -81,8 +81,12 @@ class Trainer:
 
     def __init__(self, cfg):
         from posejax.runs.setup import build_setup
+        from posejax.train.distributed import set_cpu_devices
         from posejax.train.program import build_program, make_mesh
 
+        # As the loop does it (before the first Trainer starts the backend; later ones must
+        # agree, or JAX refuses).
+        set_cpu_devices(cfg.distributed.get("cpu_devices"))
         self.setup = build_setup(cfg)
         self.source = open_train_split(self.setup.data, self.setup.formulation.batch_keys)
         iterator = self.iterator()
@@ -116,8 +120,9 @@ class Trainer:
         return self.step.lower(self.state, self.program.batch_spec, rng).compile()
 
     def step_flops(self) -> float:
-        """FLOPs of one train step from XLA's cost analysis of the compiled program."""
-        return cost_flops(self.compiled_step)
+        """FLOPs of one train step from XLA's cost analysis of the compiled program (which
+        counts one device's share when the batch is split: times the devices of the mesh)."""
+        return cost_flops(self.compiled_step) * self.program.batch_sharding.mesh.size
 
 
 def _close(iterator) -> None:

@@ -20,6 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 ORDER = ["bench_train", "bench_pipeline", "bench_encode", "bench_inference", "bench_parsing"]
+# Second runs with other arguments (name -> (results name, extra arguments)): the train step
+# again with one CPU device per core (distributed.cpu_devices=cores, data parallel).
+EXTRA = {"bench_train": ("bench_train_cores", ["distributed.cpu_devices=cores", "--tag", "cores"])}
 
 
 def main() -> int:
@@ -32,18 +35,25 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; available: {available}")
 
-    failed, seconds = [], {}
+    runs = []
     for name in args.names or available:
+        runs.append((name, name, []))
+        if name in EXTRA:
+            runs.append((name, *EXTRA[name]))
+    failed, seconds = [], {}
+    for script, name, extra in runs:
         print(f"=== {name}", flush=True)
         start = time.perf_counter()
-        code = subprocess.call([sys.executable, str(HERE / f"{name}.py")], cwd=HERE.parent)
+        command = [sys.executable, str(HERE / f"{script}.py"), *extra]
+        code = subprocess.call(command, cwd=HERE.parent)
         seconds[name] = time.perf_counter() - start
         if code:
             failed.append(name)
             print(f"=== {name} FAILED (exit status {code})", flush=True)
 
     parts = ["# Benchmarks", "", "Produced by `python benchmarks/run_all.py` (`make bench`).", ""]
-    for name in available:
+    names = [n for name in available for n in (name, *EXTRA.get(name, ())[:1])]
+    for name in names:
         md = RESULTS / f"{name}.md"
         if md.exists():
             parts += [md.read_text().replace("\n# ", "\n## ").replace("# ", "## ", 1), ""]

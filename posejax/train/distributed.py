@@ -48,6 +48,7 @@ KEYS = (
     "local_device_ids",
     "port",
     "initialization_timeout",
+    "cpu_devices",
 )
 
 
@@ -70,6 +71,7 @@ def initialize(cfg_distributed: Mapping[str, Any] | None) -> bool:
     unknown = sorted(set(cfg) - set(KEYS))
     if unknown:
         raise ValueError(f"distributed: unknown key(s) {unknown}; valid keys are {list(KEYS)}")
+    set_cpu_devices(cfg.get("cpu_devices"))
     if jax.distributed.is_initialized():
         return False
     kwargs = resolve(cfg, os.environ)
@@ -83,6 +85,41 @@ def initialize(cfg_distributed: Mapping[str, Any] | None) -> bool:
     )
     jax.distributed.initialize(**kwargs)
     return True
+
+
+def cpu_device_count(value: Any, cores: int | None = None) -> int | None:
+    """``distributed.cpu_devices`` as a number of devices: null -> None (JAX's default, one CPU
+    device), ``cores`` -> the cores this process may run on, or a positive integer."""
+    if value is None:
+        return None
+    if value == "cores":
+        return cores or len(os.sched_getaffinity(0))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"distributed.cpu_devices={value!r}: expected null, 'cores' or a positive integer"
+        )
+    return value
+
+
+def set_cpu_devices(value: Any, environ: Mapping[str, str] | None = None) -> int | None:
+    """Make the CPU backend present ``distributed.cpu_devices`` devices (``jax_num_cpu_devices``).
+
+    The training mesh spans every device, so on a CPU this is data parallelism over cores:
+    each device runs its share of the batch, the gradients are summed across them. It pays
+    where one device's convolutions are too small to keep every core busy (top-down 96x72
+    crops: heatmap 407 -> 525 images/s on 2 cores, regression 533 -> 642) and costs where they
+    are not (128x128 PAF 101 -> 76, segmentation 318 -> 295; ``benchmarks/bench_train.py``,
+    2026-12-02, README "Benchmarks"). GPU and TPU backends ignore it. A device count already in
+    ``XLA_FLAGS`` (``--xla_force_host_platform_device_count``) wins. Must run before anything
+    starts a JAX backend; returns the count set, or None.
+    """
+    count = cpu_device_count(value)
+    environ = os.environ if environ is None else environ
+    if count is None or "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", ""):
+        return None
+    if jax.config.jax_num_cpu_devices != count:  # (setting it again once started would raise)
+        jax.config.update("jax_num_cpu_devices", count)
+    return count
 
 
 def resolve(cfg: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any] | None:

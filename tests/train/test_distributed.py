@@ -129,3 +129,37 @@ def test_two_processes_train_like_one(tmp_path_factory):
     )
     assert int(two["processes"]) == 2 and int(two["devices"]) == 2
     assert_same_training(two, one)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("cores", 6), (1, 1), (3, 3)])
+def test_cpu_device_count(value, expected):
+    assert distributed.cpu_device_count(value, cores=6) == expected
+
+
+@pytest.mark.parametrize("value", [0, -2, "all", 1.5, True])
+def test_bad_cpu_device_count_names_the_key(value):
+    with pytest.raises(ValueError, match="distributed.cpu_devices"):
+        distributed.cpu_device_count(value)
+
+
+def test_a_device_count_in_xla_flags_wins():
+    flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    assert distributed.set_cpu_devices("cores", environ=flags) is None
+    assert distributed.set_cpu_devices(None, environ={}) is None
+
+
+def test_cpu_devices_sets_the_device_count_of_a_fresh_process():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from posejax.train import distributed; "
+        "distributed.initialize({'cpu_devices': 3}); "
+        "import jax; print(jax.device_count())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[-1] == "3"
