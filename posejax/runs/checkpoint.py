@@ -47,6 +47,9 @@ class Checkpointer:
     ) -> tuple[int, Any, Any] | None:
         """Newest readable checkpoint as ``(step, state, data_state)``, or None if there is none.
 
+        ``target_state``: the tree to restore into (its shardings are where the arrays go), or
+        None for the saved tree as nested dicts, on this process's first device.
+
         An unreadable checkpoint is skipped with a warning. With ``set_aside_unreadable`` (the
         trainer, which is about to write checkpoints again) it is also renamed to
         ``<step>.unreadable``: orbax never re-saves a step it lists, so a resumed run would
@@ -55,10 +58,11 @@ class Checkpointer:
         steps = self.all_steps()
         for i, step in enumerate(reversed(steps)):
             try:
+                target = self._on_this_host(step) if target_state is None else target_state
                 restored = self._manager.restore(
                     step,
                     args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(target_state),
+                        state=ocp.args.StandardRestore(target),
                         data=ocp.args.JsonRestore(),
                     ),
                 )
@@ -75,6 +79,22 @@ class Checkpointer:
                 continue
             return step, restored.state, restored.data
         return None
+
+    def _on_this_host(self, step: int) -> Any:
+        """A restore target for the state saved at ``step``: its shapes and dtypes, every array
+        on this process's first device. Without one, orbax would place the arrays as they were
+        saved, which fails when the run trained on other devices (2 CPU devices with
+        ``distributed.cpu_devices=cores``, a GPU node) than the process reading it."""
+        handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+        reader = ocp.CheckpointManager(self.directory, item_handlers=handlers)
+        try:
+            metadata = reader.item_metadata(step)["state"]
+        finally:
+            reader.close()
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata
+        )
 
     def _set_aside(self, step: int) -> None:
         path = self.directory / str(step)
