@@ -214,11 +214,11 @@ def transform_boxes(boxes_xywh: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Axis-aligned hull ``(..., 4)`` xywh of the four transformed corners of each box."""
     boxes = np.asarray(boxes_xywh, dtype=np.float64)
     x, y, bw, bh = np.moveaxis(boxes, -1, 0)
-    corners = np.stack(
-        [np.stack([x, y], -1), np.stack([x + bw, y], -1), np.stack([x, y + bh], -1)]
-        + [np.stack([x + bw, y + bh], -1)],
-        axis=-2,
-    )  # (..., 4, 2)
+    # (..., 4, 2): top-left, top-right, bottom-left, bottom-right (one stack: this runs for
+    # every crop the top-down pipeline makes).
+    corners = np.stack([x, y, x + bw, y, x, y + bh, x + bw, y + bh], -1).reshape(
+        (*x.shape, 4, 2)
+    )
     moved = geometry.apply_affine(corners, matrix)
     low, high = moved.min(axis=-2), moved.max(axis=-2)
     return np.concatenate([low, high - low], axis=-1).astype(np.float32)
