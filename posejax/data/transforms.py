@@ -211,17 +211,22 @@ def transform_keypoints(
 
 
 def transform_boxes(boxes_xywh: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Axis-aligned hull ``(..., 4)`` xywh of the four transformed corners of each box."""
+    """Axis-aligned hull ``(..., 4)`` xywh of the four transformed corners of each box.
+
+    In closed form (this runs for every crop the top-down pipeline makes): under
+    ``x' = a x + b y + c`` the corners of ``[x, x + w] x [y, y + h]`` span
+    ``a x + b y + c + [min(0, a w) + min(0, b h), max(0, a w) + max(0, b h)]``, likewise in y.
+    """
     boxes = np.asarray(boxes_xywh, dtype=np.float64)
+    m = np.asarray(matrix, dtype=np.float64)
     x, y, bw, bh = np.moveaxis(boxes, -1, 0)
-    # (..., 4, 2): top-left, top-right, bottom-left, bottom-right (one stack: this runs for
-    # every crop the top-down pipeline makes).
-    corners = np.stack([x, y, x + bw, y, x, y + bh, x + bw, y + bh], -1).reshape(
-        (*x.shape, 4, 2)
-    )
-    moved = geometry.apply_affine(corners, matrix)
-    low, high = moved.min(axis=-2), moved.max(axis=-2)
-    return np.concatenate([low, high - low], axis=-1).astype(np.float32)
+    out = np.empty(boxes.shape, dtype=np.float64)
+    for row in range(2):  # x' then y'
+        a, b, c = m[row]
+        dx, dy = a * bw, b * bh
+        out[..., row] = a * x + b * y + c + np.minimum(dx, 0.0) + np.minimum(dy, 0.0)
+        out[..., row + 2] = np.abs(dx) + np.abs(dy)
+    return out.astype(np.float32)
 
 
 def box_region_mask(
