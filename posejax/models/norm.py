@@ -27,23 +27,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def _over_groups(per_channel: jax.Array, groups: int) -> jax.Array:
+    """``(B, C)`` per-channel sums -> ``(B, 1, C)``: each channel holds its group's total."""
+    b, c = per_channel.shape
+    totals = per_channel.reshape(b, groups, c // groups).sum(-1)
+    return jnp.repeat(totals, c // groups, axis=1)[:, None]
+
+
 def _stats(x: jax.Array, groups: int, eps: float):
     """Per (sample, group) mean and 1/std of ``x`` ``(B, N, C)``; both ``(B, 1, C)`` float32,
     repeated over the channels of each group."""
     b, n, c = x.shape
     x32 = x.astype(jnp.float32)
     # Over space first (a reduction per sample and channel), then over the channels of a group.
-    s1 = jnp.sum(x32, axis=1).reshape(b, groups, c // groups).sum(-1)
-    s2 = jnp.sum(x32 * x32, axis=1).reshape(b, groups, c // groups).sum(-1)
     count = n * (c // groups)
-    mean = s1 / count
-    var = jnp.maximum(s2 / count - mean * mean, 0.0)
-    rstd = jax.lax.rsqrt(var + eps)
-    per_channel = c // groups
-    return (
-        jnp.repeat(mean, per_channel, axis=1)[:, None],
-        jnp.repeat(rstd, per_channel, axis=1)[:, None],
-    )
+    mean = _over_groups(jnp.sum(x32, axis=1), groups) / count
+    mean_sq = _over_groups(jnp.sum(x32 * x32, axis=1), groups) / count
+    var = jnp.maximum(mean_sq - mean * mean, 0.0)
+    return mean, jax.lax.rsqrt(var + eps)
 
 
 def _forward(x, scale, bias, groups, eps, relu):
@@ -67,7 +68,7 @@ def _group_norm_fwd(x, scale, bias, groups, eps, relu):
 
 def _group_norm_bwd(groups, eps, relu, residuals, dy):
     y, xhat, rstd, scale = residuals
-    b, n, c = xhat.shape
+    _, n, c = xhat.shape
     dy = dy.astype(jnp.float32)
     if relu:
         dy = jnp.where(y > 0, dy, 0.0)
@@ -76,12 +77,9 @@ def _group_norm_bwd(groups, eps, relu, residuals, dy):
     dbias = jnp.sum(sum_dy, axis=0)
     dscale = jnp.sum(sum_dy_xhat, axis=0)
     count = n * (c // groups)
-
-    def group_mean(per_channel):  # (B, C) -> (B, 1, C): mean over the group's elements
-        g = (per_channel * scale).reshape(b, groups, c // groups).sum(-1) / count
-        return jnp.repeat(g, c // groups, axis=1)[:, None]
-
-    dx = rstd * (dy * scale - group_mean(sum_dy) - xhat * group_mean(sum_dy_xhat))
+    mean_dxhat = _over_groups(sum_dy * scale, groups) / count
+    mean_dxhat_xhat = _over_groups(sum_dy_xhat * scale, groups) / count
+    dx = rstd * (dy * scale - mean_dxhat - xhat * mean_dxhat_xhat)
     return dx.astype(y.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype)
 
 
