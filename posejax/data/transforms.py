@@ -186,7 +186,8 @@ def flip_affine(matrix: np.ndarray, input_width: int) -> np.ndarray:
 
 def affine_scale(matrix: np.ndarray) -> float:
     """Isotropic scale factor of an affine (input pixels per original pixel)."""
-    return float(math.sqrt(abs(np.linalg.det(np.asarray(matrix, dtype=np.float64)[:, :2]))))
+    (a, b, _), (c, d, _) = np.asarray(matrix, dtype=np.float64).tolist()
+    return math.sqrt(abs(a * d - b * c))
 
 
 def transform_keypoints(
@@ -219,7 +220,7 @@ def transform_boxes(boxes_xywh: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """
     boxes = np.asarray(boxes_xywh, dtype=np.float64)
     m = np.asarray(matrix, dtype=np.float64)
-    x, y, bw, bh = np.moveaxis(boxes, -1, 0)
+    x, y, bw, bh = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
     out = np.empty(boxes.shape, dtype=np.float64)
     for row in range(2):  # x' then y'
         a, b, c = m[row]
