@@ -96,11 +96,10 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     meter = _Meter(program, trainer.batch_size, _last_logged(run_dir, start_step, "train_seconds"))
     bar = _progress_bar(setup, start_step, enabled=trainer.progress and is_chief)
     evaluate_at = functools.partial(_evaluate, program, setup, eval_source)
-    base_rng = jax.random.key(trainer.seed)
+    rng = jax.random.key(trainer.seed)  # the same key every step: see train.step
     final_metrics, reported_skips = None, 0
     try:
         for step in range(start_step, trainer.steps):
-            rng = jax.random.fold_in(base_rng, step)
             state, metrics = program.train_step(state, program.shard(batch), rng)
             meter.add(metrics)
             done, last = step + 1, step + 1 == trainer.steps
@@ -227,7 +226,7 @@ class _Meter:
         self.steps, self.start = 0, time.perf_counter()
 
     def add(self, metrics: dict[str, jax.Array]) -> None:
-        self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
+        self.sums = metrics if self.sums is None else _add_trees(self.sums, metrics)
         self.steps += 1
 
     def row(self, done: int, state) -> dict[str, float | None]:
@@ -243,6 +242,13 @@ class _Meter:
         row["skipped_steps"] = int(state.skipped_steps)
         row["train_seconds"] = self.train_seconds
         return row
+
+
+@jax.jit
+def _add_trees(a, b):
+    """``a + b`` leaf by leaf, in one dispatch (a ``jnp.add`` per metric cost a dispatch each,
+    every step, in the loop's thread)."""
+    return jax.tree.map(jnp.add, a, b)
 
 
 def _evaluate(program: Program, setup: Setup, source, params, *, final: bool, keep_samples=0):

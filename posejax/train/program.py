@@ -38,11 +38,15 @@ def make_mesh() -> Mesh:
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Host-local batch -> global array sharded over the ``data`` axis (works multi-host)."""
-    return {
-        k: jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(v))
-        for k, v in batch.items()
-    }
+    """Host-local batch -> global array sharded over the ``data`` axis (works multi-host).
+
+    With one process the host's rows are the global batch: one ``device_put`` of the whole dict
+    (0.32 ms for a top-down batch on 2 CPU devices, against 0.6-1.1 ms for an array at a time).
+    """
+    contiguous = {k: np.ascontiguousarray(v) for k, v in batch.items()}
+    if jax.process_count() == 1:
+        return jax.device_put(contiguous, sharding)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in contiguous.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

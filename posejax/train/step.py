@@ -41,7 +41,10 @@ def make_train_step(
     term_names: Sequence[str],
 ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
-        del rng  # no stochastic layers today; the argument keeps the signature stable
+        # ``rng`` is the run's key, the same every step; a stochastic layer would take
+        # ``jax.random.fold_in(rng, state.step)``, inside the compiled step (the loop used to
+        # dispatch a fold_in per step, ~0.8 ms of its thread). None does today.
+        del rng
 
         def loss_fn(params):
             outputs = model_def.apply(params, batch["image"])
