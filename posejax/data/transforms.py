@@ -71,20 +71,30 @@ class AugmentConfig:
     flip_prob: float = 0.5
     translate_fraction: float = 0.1
 
+    #: uniform numbers one draw of :meth:`from_uniforms` reads
+    DRAWS = 5
+
     def sample(self, rng: np.random.Generator) -> Augmentation:
         """Draws one :class:`Augmentation` (always consumes the same number of random draws)."""
-        scale = rng.uniform(*self.scale_range)
-        rotation = rng.uniform(-self.max_rotation_deg, self.max_rotation_deg)
-        shift = rng.uniform(-self.translate_fraction, self.translate_fraction, size=2)
-        flip = rng.random() < self.flip_prob
+        return self.from_uniforms(rng.random((1, self.DRAWS)))[0]
+
+    def from_uniforms(self, uniforms: np.ndarray) -> list[Augmentation]:
+        """One :class:`Augmentation` per row of ``(n, DRAWS)`` numbers uniform in ``[0, 1)``
+        (scale, rotation, shift x, shift y, flip); the identity for every row when disabled."""
+        u = np.asarray(uniforms, dtype=np.float64).reshape(-1, self.DRAWS)
         if not self.enabled:
-            return Augmentation()
-        return Augmentation(
-            scale=float(scale),
-            rotation_deg=float(rotation),
-            shift=(float(shift[0]), float(shift[1])),
-            flip=bool(flip),
-        )
+            return [Augmentation()] * len(u)
+        lo, hi = self.scale_range
+        scale = lo + (hi - lo) * u[:, 0]
+        rotation = self.max_rotation_deg * (2.0 * u[:, 1] - 1.0)
+        shift = self.translate_fraction * (2.0 * u[:, 2:4] - 1.0)
+        flip = u[:, 4] < self.flip_prob
+        return [
+            Augmentation(scale=s, rotation_deg=r, shift=(dx, dy), flip=f)
+            for s, r, (dx, dy), f in zip(
+                scale.tolist(), rotation.tolist(), shift.tolist(), flip.tolist(), strict=True
+            )
+        ]
 
 
 def _similarity(

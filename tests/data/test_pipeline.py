@@ -16,6 +16,8 @@ from posejax.data.pipeline import (
     BOTTOM_UP,
     TOP_DOWN,
     PipelineConfig,
+    _counter_uniforms,
+    _EpochBatches,
     make_eval_batches,
     make_train_iterator,
     person_index,
@@ -340,3 +342,27 @@ def test_threads_give_the_same_stream():
     expected = take(make_train_iterator(SOURCE, cfg), 3)
     got = take(make_train_iterator(SOURCE, dataclasses.replace(cfg, read_threads=2)), 3)
     assert_batches_equal(got, expected)
+
+
+def test_every_key_appears_once_per_epoch_in_a_new_order_each_epoch():
+    keys = np.stack([np.arange(10), -np.ones(10, np.int64)], axis=1)
+    batches = _EpochBatches(keys, batch_size=4, seed=7)  # 4 does not divide 10: batches straddle
+    positions, rows = zip(*(batches[i] for i in range(10)), strict=True)
+    np.testing.assert_array_equal(np.concatenate(positions), np.arange(40))
+    images = np.concatenate(rows)[:, 0]
+    epochs = images.reshape(4, 10)
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(10))
+    assert len({tuple(e) for e in epochs}) == 4
+    # Random access gives the same rows as reading in order (what resuming and sharding need).
+    again = _EpochBatches(keys, batch_size=4, seed=7)
+    np.testing.assert_array_equal(again[7][1], rows[7])
+
+
+def test_counter_uniforms_are_uniform_deterministic_and_random_access():
+    u = _counter_uniforms(11, np.arange(20_000), 5)
+    assert u.shape == (20_000, 5) and (u >= 0).all() and (u < 1).all()
+    assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.005
+    assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.03  # draws of a position independent
+    np.testing.assert_array_equal(_counter_uniforms(11, np.array([123, 7]), 5), u[[123, 7]])
+    assert not np.array_equal(_counter_uniforms(12, np.arange(4), 5), u[:4])
