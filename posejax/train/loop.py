@@ -30,7 +30,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from posejax.data.pipeline import make_train_iterator
+from posejax.data.pipeline import ReadAhead, make_train_iterator
 from posejax.data.splits import open_split
 from posejax.evaluation.evaluator import evaluate
 from posejax.geometry import invert_affine
@@ -149,7 +149,8 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
 
 def _train_iterator(setup: Setup, source, data_state=None):
     """This host's share of the training stream (``batch_size / process_count`` rows a step),
-    continuing from ``data_state`` (a checkpoint's iterator position) when given."""
+    continuing from ``data_state`` (a checkpoint's iterator position) when given, made ahead of
+    the loop in a low-priority thread (:class:`~posejax.data.pipeline.ReadAhead`)."""
     processes = jax.process_count()
     local_batch = setup.trainer.batch_size // processes
     pipeline = dataclasses.replace(setup.data.pipeline, batch_size=local_batch)
@@ -158,7 +159,7 @@ def _train_iterator(setup: Setup, source, data_state=None):
     )
     if data_state is not None:
         iterator.set_state(data_state)
-    return iterator
+    return ReadAhead(iterator)
 
 
 def _restore(checkpointer: Checkpointer, program: Program, trainer: TrainerConfig, run_dir: Path):

@@ -16,6 +16,7 @@ from posejax.data.pipeline import (
     BOTTOM_UP,
     TOP_DOWN,
     PipelineConfig,
+    ReadAhead,
     _counter_uniforms,
     _EpochBatches,
     make_eval_batches,
@@ -366,3 +367,58 @@ def test_counter_uniforms_are_uniform_deterministic_and_random_access():
     assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.03  # draws of a position independent
     np.testing.assert_array_equal(_counter_uniforms(11, np.array([123, 7]), 5), u[[123, 7]])
     assert not np.array_equal(_counter_uniforms(12, np.arange(4), 5), u[:4])
+
+
+def test_read_ahead_yields_the_stream_and_checkpoints_the_batch_it_returns_next():
+    cfg = top_down(seed=8)
+    expected = take(make_train_iterator(SOURCE, cfg), 6)
+    ahead = ReadAhead(make_train_iterator(SOURCE, cfg), depth=2)
+    try:
+        got = take(ahead, 3)
+        state = ahead.get_state()  # batches the thread made ahead are not counted
+        got += take(ahead, 3)
+    finally:
+        ahead.close()
+    assert_batches_equal(got, expected)
+    fresh = make_train_iterator(SOURCE, cfg)
+    fresh.set_state(state)
+    assert_batches_equal(take(fresh, 3), expected[3:])
+    with pytest.raises(RuntimeError, match="after close"):
+        next(ahead)
+
+
+class _Failing:
+    """Two batches, then an error; records whether it was closed."""
+
+    def __init__(self):
+        self.made, self.closed = 0, False
+
+    def __next__(self):
+        if self.made == 2:
+            raise OSError("disk gone: shard-00003.array_record")
+        self.made += 1
+        return {"n": np.array(self.made)}
+
+    def get_state(self):
+        return {"made": self.made}
+
+    def close(self):
+        self.closed = True
+
+
+def test_read_ahead_raises_the_producer_error_in_order_and_closes_the_source():
+    source = _Failing()
+    ahead = ReadAhead(source, depth=4)
+    assert [int(next(ahead)["n"]) for _ in range(2)] == [1, 2]
+    assert ahead.get_state() == {"made": 2}
+    with pytest.raises(OSError, match="shard-00003"):
+        next(ahead)
+    ahead.close()
+    assert source.closed
+
+
+def test_read_ahead_close_does_not_hang_on_a_full_queue():
+    ahead = ReadAhead(make_train_iterator(SOURCE, top_down()), depth=1)
+    next(ahead)  # the thread now blocks on a full queue
+    ahead.close()
+    assert not ahead._thread.is_alive()
