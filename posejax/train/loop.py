@@ -25,7 +25,6 @@ from pathlib import Path
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -210,8 +209,12 @@ def _postfix(row: dict) -> dict[str, str]:
 
 
 class _Meter:
-    """The logged training metrics: step metrics summed on the device between log rows, and the
-    training wall time.
+    """The logged training metrics: each step's metrics kept on the device until the log row,
+    then fetched at once and summed on the host; and the training wall time.
+
+    Nothing is dispatched per step: summing on the device (one jitted add a step) cost 3-6 %
+    of the heatmap loop on 2 cores (2026-12-03, ``benchmarks/bench_loop.py``), fetching a
+    row's few hundred scalars costs milliseconds once per row.
 
     ``train_seconds`` excludes evaluation and is carried over a resume: the x axis of the
     learning curves against time and the budget column of the comparison tables.
@@ -223,33 +226,30 @@ class _Meter:
         self.restart()
 
     def restart(self) -> None:
-        self.sums: dict[str, jax.Array] | None = None
-        self.steps, self.start = 0, time.perf_counter()
+        self.pending: list[dict[str, jax.Array]] = []
+        self.start = time.perf_counter()
+
+    @property
+    def steps(self) -> int:
+        return len(self.pending)
 
     def add(self, metrics: dict[str, jax.Array]) -> None:
-        self.sums = metrics if self.sums is None else _add_trees(self.sums, metrics)
-        self.steps += 1
+        self.pending.append(metrics)
 
     def row(self, done: int, state) -> dict[str, float | None]:
         """The ``metrics.jsonl`` row of the steps since the last one (host sync)."""
-        host = jax.device_get(self.sums)
+        host = jax.device_get(self.pending)
         elapsed = time.perf_counter() - self.start
         self.train_seconds += elapsed
+        sums = {k: float(np.sum([step[k] for step in host], dtype=np.float64)) for k in host[0]}
         # Means over the applied steps: a skipped step's NaN does not blank the row.
-        applied = float(host.pop("applied_steps"))
-        row = {k: float(v) / applied if applied else None for k, v in host.items()}
+        applied = sums.pop("applied_steps")
+        row = {k: v / applied if applied else None for k, v in sums.items()}
         row["lr"] = float(self.schedule(done - 1))
         row["images_per_sec"] = self.steps * self.batch_size / max(elapsed, 1e-9)
         row["skipped_steps"] = int(state.skipped_steps)
         row["train_seconds"] = self.train_seconds
         return row
-
-
-@jax.jit
-def _add_trees(a, b):
-    """``a + b`` leaf by leaf, in one dispatch (a ``jnp.add`` per metric cost a dispatch each,
-    every step, in the loop's thread)."""
-    return jax.tree.map(jnp.add, a, b)
 
 
 def _evaluate(program: Program, setup: Setup, source, params, *, final: bool, keep_samples=0):
