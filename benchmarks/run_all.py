@@ -19,7 +19,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ORDER = ["bench_train", "bench_pipeline", "bench_encode", "bench_inference", "bench_parsing"]
+ORDER = [
+    "bench_train",
+    "bench_pipeline",
+    "bench_loop",
+    "bench_encode",
+    "bench_inference",
+    "bench_parsing",
+]
 # Second runs with other arguments (name -> (results name, extra arguments)): the train step
 # again with one CPU device per core (distributed.cpu_devices=cores, data parallel).
 EXTRA = {"bench_train": ("bench_train_cores", ["distributed.cpu_devices=cores", "--tag", "cores"])}
