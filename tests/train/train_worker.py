@@ -12,8 +12,9 @@ because the device count (``XLA_FLAGS``) and ``jax.distributed.initialize`` must
 JAX creates a backend. :func:`train_in_subprocess` starts it from a test.
 
 Data: each process takes rows ``[p B/n, (p+1) B/n)`` of every global batch of one shared stream
-(:func:`row_sharded_iterator`), so the union of the hosts' batches is exactly the batch one
-process sees, and N processes must train exactly like one.
+(the pipeline's host sharding, ``posejax.data.pipeline.make_train_dataset``), so the union of
+the hosts' batches is exactly the batch one process sees, and N processes must train exactly
+like one.
 """
 
 from __future__ import annotations
