@@ -33,7 +33,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, ROOT, data_dir_override, markdown_table, write_report
+from common import (
+    RESULTS,
+    ROOT,
+    close_iterator,
+    data_dir_override,
+    markdown_table,
+    write_report,
+)
 
 GOAL = 0.9
 MARK = "@bench_loop@ "  # starts the child's report lines (datasets print to stdout too)
@@ -58,9 +65,7 @@ def _step_child(formulation: str, experiment: str, batches: int, overrides: list
     try:
         pipe = pipeline_rate(iterator, trainer.batch_size, batches)
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
+        close_iterator(iterator)
     step = measure_training(trainer, steps=batches, rounds=3)
     devices = trainer.program.batch_sharding.mesh.size
     first = {"pipeline": pipe, "step": step["images_per_sec"], "devices": devices}

@@ -91,7 +91,7 @@ class Trainer:
         self.source = open_train_split(self.setup.data, self.setup.formulation.batch_keys)
         iterator = self.iterator()
         self.program = build_program(self.setup, make_mesh(), next(iterator))
-        _close(iterator)
+        close_iterator(iterator)
         self.state = self.program.state
 
     @property
@@ -125,7 +125,7 @@ class Trainer:
         return cost_flops(self.compiled_step) * self.program.batch_sharding.mesh.size
 
 
-def _close(iterator) -> None:
+def close_iterator(iterator) -> None:
     """Grain iterators with worker processes must be closed; plain ones have no close()."""
     close = getattr(iterator, "close", None)
     if close is not None:
