@@ -80,7 +80,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
     start_step, state = 0, program.state
     if restored is not None:
         start_step, state, data_state = restored
-        _close(iterator)  # the fresh iterator replaces it (and its worker processes)
+        iterator.close()  # the fresh iterator replaces it (and its worker processes)
         iterator = _train_iterator(setup, train_source, data_state)
         batch = next(iterator)
         log.info("resumed from step %d in %s", start_step, run_dir)
@@ -132,7 +132,7 @@ def run(setup: Setup, run_dir: Path) -> dict[str, float]:
         bar.close()
         checkpointer.close()
         writer.close()
-        _close(iterator)
+        iterator.close()
 
     if final_metrics is None:  # resumed a run that had already finished: re-evaluate it
         final_metrics = evaluate_at(state.params, final=True).metrics
@@ -281,13 +281,6 @@ def _last_logged(run_dir: Path, step: int, key: str) -> float:
     rows = [r for r in read_metrics(run_dir) if r.get("step", step + 1) <= step]
     values = [float(r[key]) for r in rows if r.get(key) is not None]
     return values[-1] if values else 0.0
-
-
-def _close(iterator) -> None:
-    """Grain iterators with worker processes must be closed; plain ones have no close()."""
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
 
 
 def _write_atomic(path: Path, text: str) -> None:
