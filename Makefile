@@ -12,7 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+# The native CPU convolution (posejax/kernels; x86-64 with AVX-512). Where it cannot be built
+# the build says why and posejax keeps XLA's convolutions.
+KERNELS := posejax/kernels/_conv3x3_cpu.so
+$(KERNELS): posejax/kernels/conv3x3_cpu.cc posejax/kernels/build.py $(VENV)/.installed
+	$(PY) -m posejax.kernels.build
+
+setup: $(VENV)/.installed $(KERNELS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

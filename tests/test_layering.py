@@ -27,6 +27,7 @@ LAYERS = {
     "posejax.xla_flags": 0,
     "posejax.hydra_resolvers": 0,
     "posejax.subpixel": 0,  # sub-pixel peak refinement, shared by formulations and parsing
+    "posejax.kernels": 0,  # native CPU kernels (XLA FFI), called by the models
     # 1: datasets, the grain pipeline, split opening (duck-typed DataConfig, no run set-up).
     "posejax.data": 1,
     # 2: the networks, and bottom-up parsing (NumPy on decoded maps).

@@ -1,21 +1,30 @@
-"""2D convolution whose weight gradient avoids XLA:CPU's slow fused transposes.
+"""2D convolution with a faster forward pass and backward on CPU.
 
-For the weight gradient of a convolution XLA:CPU transposes the layer input from
-``(B, H, W, C)`` to ``(C, H, W, B)`` (the input's channels become the batch of a convolution
-that contracts over the batch). It fuses the elementwise work that produced the input (the
-previous GroupNorm, bias or ReLU) into that transpose, and such a fused transpose is emitted as a
-plain loop: 5.3 ms for a 32x24x18x64 activation on one core, against 0.7 ms for the same
-transpose of an array that already exists, and it made a fifth of the default heatmap step.
-Nothing at the JAX level stops that fusion (optimisation barriers are expanded before fusion;
-a divide is rewritten to a multiply). So on CPU the backward here does the transpose as a
-matmul with the identity (``einsum('bhwc,bk->hwck')``; a dot reads its operand from memory, and
-multiplying by 1 and adding exact zeros returns every normal float bit for bit; subnormals are
-flushed to zero, as in every XLA:CPU matmul), then runs the weight
-gradient as an ordinary convolution on the transposed input, which XLA takes as it is.
+Two CPU paths, each measured slower in XLA:CPU's own lowering:
 
-The forward pass and the input gradient are ``lax.conv_general_dilated``'s own; on other
-backends (GPU, TPU) the whole backward is JAX's (``lax.platform_dependent``), and so it is when
-the batch is split over several devices (:func:`batch_split_over_devices`).
+* **3x3 stride-1 SAME float32 convolutions with a multiple of 16 output channels** (the
+  backbone's and heads' thin layers) run forward on the native kernel
+  :func:`posejax.kernels.conv3x3` (an XLA FFI call; 1.95 -> 1.08 ms for 16 images of 48x36x16
+  -> 16 on one core), and so do their input gradients when the input channels are a multiple of
+  16 too (the input gradient of a stride-1 SAME 3x3 convolution is the same convolution of the
+  output gradient with the kernel flipped in space and transposed in channels). Without the
+  kernel (not built, another CPU, ``POSEJAX_NATIVE_KERNELS=0``) these are ``lax``'s.
+* **The weight gradient.** XLA:CPU transposes the layer input from ``(B, H, W, C)`` to
+  ``(C, H, W, B)`` (the input's channels become the batch of a convolution that contracts over
+  the batch). It fuses the elementwise work that produced the input (the previous GroupNorm,
+  bias or ReLU) into that transpose, and such a fused transpose is emitted as a plain loop:
+  5.3 ms for a 32x24x18x64 activation on one core, against 0.7 ms for the same transpose of an
+  array that already exists, and it made a fifth of the default heatmap step. Nothing at the JAX
+  level stops that fusion (optimisation barriers are expanded before fusion; a divide is
+  rewritten to a multiply). So on CPU the backward here does the transpose as a matmul with the
+  identity (``einsum('bhwc,bk->hwck')``; a dot reads its operand from memory, and multiplying by
+  1 and adding exact zeros returns every normal float bit for bit; subnormals are flushed to
+  zero, as in every XLA:CPU matmul), then runs the weight gradient as an ordinary convolution
+  on the transposed input, which XLA takes as it is.
+
+On other backends (GPU, TPU) everything is ``lax``'s (``lax.platform_dependent``). When the batch
+is split over several devices (:func:`batch_split_over_devices`) the native kernel runs per
+device (``shard_map`` over the batch) and the weight gradient is XLA's.
 ``tests/models/test_conv.py`` checks values and both gradients against ``lax``.
 
 Used through :class:`Conv`, an ``nnx.Conv`` with the same parameters.
@@ -31,25 +40,50 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from posejax import kernels
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
-# Whether the batch being traced is split over several devices (set by the program that jits
-# the train step). The identity matmul contracts over the batch; with the batch sharded, XLA
+# The mesh whose devices split the batch being traced, or None (set by the program that jits the
+# train step). The identity matmul contracts over the batch; with the batch sharded, XLA
 # gathers it across devices (the 2-device heatmap step: 500 -> 370 images/s). Then the weight
 # gradient is left to XLA, which computes it per device (a per-device version through shard_map
-# measured no faster: 470 against 460-500 images/s).
-_BATCH_SPLIT = contextvars.ContextVar("posejax_batch_split_over_devices", default=False)
+# measured no faster: 470 against 460-500 images/s), and the native kernel runs per device.
+_BATCH_SPLIT = contextvars.ContextVar("posejax_batch_split_over_devices", default=None)
 
 
 @contextlib.contextmanager
-def batch_split_over_devices(split: bool = True):
-    """While tracing under this context, convolutions take XLA's own backward (see above)."""
-    token = _BATCH_SPLIT.set(split)
+def batch_split_over_devices(mesh: Mesh | None):
+    """While tracing under this context, the batch is split over all axes of ``mesh`` (None: not
+    split): convolutions take XLA's weight gradient and run the native kernel per device."""
+    token = _BATCH_SPLIT.set(mesh)
     try:
         yield
     finally:
         _BATCH_SPLIT.reset(token)
+
+
+def _native(x, w, strides, pads):
+    """:func:`posejax.kernels.conv3x3`, per device when the batch is split."""
+    conv = functools.partial(kernels.conv3x3, strides=strides, pads=pads)
+    mesh = _BATCH_SPLIT.get()
+    if mesh is None:
+        return conv(x, w)
+    batch = P(mesh.axis_names)
+    return jax.shard_map(conv, mesh=mesh, in_specs=(batch, P()), out_specs=batch, check_vma=False)(
+        x, w
+    )
+
+
+def _takes_native(x_shape, w_shape, dtype, strides, pads) -> bool:
+    """Whether the native kernel computes this convolution (see :func:`kernels.conv3x3`)."""
+    return (
+        kernels.conv3x3_supports(x_shape, w_shape, dtype, strides, pads)
+        and kernels.conv3x3_available()
+    )
 
 
 def _pads(padding, in_hw, kernel_hw, strides):
@@ -86,23 +120,44 @@ def _conv(strides: tuple, padding):
     def plain(x, w):
         return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
 
+    def forward(x, w):
+        pads = _pads(padding, x.shape[1:3], w.shape[:2], strides)
+        if not _takes_native(x.shape, w.shape, x.dtype, strides, pads):
+            return plain(x, w)
+        native = functools.partial(_native, strides=strides, pads=pads)
+        return lax.platform_dependent(x, w, cpu=native, default=plain)
+
     @jax.custom_vjp
     def conv(x, w):
-        return plain(x, w)
+        return forward(x, w)
 
     def fwd(x, w):
-        return plain(x, w), (x, w)
+        return forward(x, w), (x, w)
 
     def bwd(residuals, dy):
         x, w = residuals
         _, vjp = jax.vjp(plain, x, w)
-        if _BATCH_SPLIT.get():
-            return vjp(dy)
+        pads = _pads(padding, x.shape[1:3], w.shape[:2], strides)
+        # The input gradient of a stride-1 SAME 3x3 convolution: the same convolution of dy with
+        # the kernel flipped in space and its channels swapped (needs Ci % 16 == 0).
+        flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+        same = ((1, 1), (1, 1))
+        native_dx = tuple(strides) == (1, 1) and tuple(pads) == same
+        native_dx = native_dx and _takes_native(dy.shape, flipped.shape, dy.dtype, strides, same)
 
-        def on_cpu(x, w, dy):
-            dx = vjp(dy)[0]  # (XLA drops the weight gradient this also builds: unused)
-            pads = _pads(padding, x.shape[1:3], w.shape[:2], strides)
-            return dx, _weight_grad_cpu(x, dy, w.shape[:2], strides, pads).astype(w.dtype)
+        def input_grad_cpu(x, w, dy):
+            return _native(dy, flipped, (1, 1), same) if native_dx else vjp(dy)[0]
+
+        if _BATCH_SPLIT.get() is not None:
+
+            def on_cpu(x, w, dy):
+                return input_grad_cpu(x, w, dy), vjp(dy)[1]
+
+        else:
+
+            def on_cpu(x, w, dy):
+                dw = _weight_grad_cpu(x, dy, w.shape[:2], strides, pads).astype(w.dtype)
+                return input_grad_cpu(x, w, dy), dw
 
         return lax.platform_dependent(x, w, dy, cpu=on_cpu, default=lambda x, w, dy: vjp(dy))
 

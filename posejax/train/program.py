@@ -120,7 +120,7 @@ def build_program(setup: Setup, mesh: Mesh, example_batch: Mapping[str, Any]) ->
 
     def sharded_step(state, batch, rng):
         # The convolutions' backward depends on whether the batch is split (posejax.models.conv).
-        with batch_split_over_devices(split):
+        with batch_split_over_devices(mesh if split else None):
             return step(state, batch, rng)
 
     train_step = jax.jit(

@@ -1,5 +1,6 @@
 """posejax.models.conv: the same convolution as lax, with the weight gradient computed
-through an identity matmul and an ordinary convolution on CPU (see the module docstring)."""
+through an identity matmul and an ordinary convolution on CPU, and 3x3 forward passes and input
+gradients on the native kernel where it applies (see the module docstring)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
+from posejax import kernels
 from posejax.models.conv import Conv, batch_split_over_devices, conv2d
 
 CASES = [
@@ -20,6 +22,11 @@ CASES = [
     (3, 10, 9, 2, 3, 3, 2, "VALID"),
     (2, 11, 8, 3, 4, 3, 2, ((1, 0), (2, 1))),
     (1, 6, 5, 2, 2, 5, 3, "SAME"),
+    # The native kernel's (forward; input gradient too when in % 16 == 0 and stride 1).
+    (2, 9, 7, 16, 16, 3, 1, "SAME"),
+    (2, 9, 7, 3, 32, 3, 1, "SAME"),
+    (3, 10, 9, 16, 32, 3, 2, "SAME"),
+    (2, 11, 8, 16, 16, 3, 2, ((1, 0), (2, 1))),
 ]
 
 
@@ -38,11 +45,16 @@ def test_values_and_both_gradients_match_lax(b, h, w_, ci, co, k, stride, paddin
     y = _lax(x, w, stride, padding)
     dy = jax.random.normal(keys[2], y.shape)
 
+    # A one-device mesh takes the split path (XLA's weight gradient, the kernel in a shard_map).
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
     def ours(x, w):
-        with batch_split_over_devices(split):
+        with batch_split_over_devices(mesh if split else None):
             return jax.vjp(lambda x, w: conv2d(x, w, (stride, stride), padding), x, w)
 
     out, vjp = jax.jit(ours)(x, w) if not split else ours(x, w)
+    if co % 16 == 0 and k == 3 and kernels.conv3x3_available():
+        assert "posejax_conv3x3" in jax.jit(ours).lower(x, w).as_text()
     np.testing.assert_allclose(out, y, rtol=1e-5, atol=1e-5)
     expected = jax.vjp(lambda x, w: _lax(x, w, stride, padding), x, w)[1](dy)
     for name, e, g in zip(("x", "w"), expected, vjp(dy), strict=True):
