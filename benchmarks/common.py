@@ -120,9 +120,15 @@ class Trainer:
         return self.step.lower(self.state, self.program.batch_spec, rng).compile()
 
     def step_flops(self) -> float:
-        """FLOPs of one train step from XLA's cost analysis of the compiled program (which
-        counts one device's share when the batch is split: times the devices of the mesh)."""
-        return cost_flops(self.compiled_step) * self.program.batch_sharding.mesh.size
+        """FLOPs of one train step from XLA's cost analysis of the compiled program, plus those
+        of the native convolutions it calls, which the analysis counts as zero
+        (``posejax.kernels.conv3x3_flops``). Both count one device's share when the batch is
+        split: times the devices of the mesh."""
+        from posejax.kernels import conv3x3_flops
+
+        compiled = self.compiled_step
+        flops = cost_flops(compiled) + conv3x3_flops(compiled.as_text())
+        return flops * self.program.batch_sharding.mesh.size
 
 
 def close_iterator(iterator) -> None:
