@@ -1,10 +1,11 @@
 """The native 3x3 convolution (``posejax.kernels``) against XLA's, layer by layer.
 
 Compiles the training loop's step for one formulation (``benchmarks/common.Trainer``), reads
-from the compiled program every convolution that runs on the native kernel (forward passes and
-stride-1 input gradients; with the batch split over devices, one device's share), and times
-each distinct one on its own, jitted, as the native call and as ``lax.conv_general_dilated``
-with the same padding: alternating rounds, medians, on the default device with the intra-op
+from the compiled program every call of the native kernels (forward passes and stride-1 input
+gradients, one device's share when the batch is split; weight gradients when it is not), and
+times each distinct one on its own, jitted, as the native call and as XLA's
+(``lax.conv_general_dilated`` with the same padding, or its weight gradient through
+``jax.vjp``): alternating rounds, medians, on the default device with the intra-op
 threads of the current setting. The train step's own speed with and without the kernel is
 ``POSEJAX_NATIVE_KERNELS=0`` on ``bench_train.py``.
 
@@ -32,29 +33,42 @@ from jax import lax
 from posejax import kernels
 
 
+def _pair(kind, x_shape, w_shape, strides, pads):
+    """(native, xla) jitted functions of one call and their arguments."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], x_shape)
+    w = jax.random.normal(keys[1], w_shape)
+
+    def plain(x, w):
+        return lax.conv_general_dilated(
+            x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    if kind == "forward":
+        native = jax.jit(lambda x, w: kernels.conv3x3(x, w, strides, pads))
+        return native, jax.jit(plain), (x, w)
+    dy = jax.random.normal(keys[2], jax.eval_shape(plain, x, w).shape)
+    native = jax.jit(lambda x, dy: kernels.conv3x3_weight_grad(x, dy, strides, pads))
+    xla = jax.jit(lambda x, dy: jax.vjp(lambda w: plain(x, w), w)[1](dy)[0])
+    return native, xla, (x, dy)
+
+
 def layer_timings(calls: list[dict], *, rounds: int, repeats: int) -> list[dict]:
-    """Median ms of each distinct call, native and lax, over alternating rounds."""
+    """Median ms of each distinct call, native and XLA's, over alternating rounds."""
     counts = collections.Counter(
-        (c["x_shape"], c["w_shape"], c["strides"], c["pads"]) for c in calls
+        (c["kind"], c["x_shape"], c["w_shape"], c["strides"], c["pads"]) for c in calls
     )
     rows = []
-    for (x_shape, w_shape, strides, pads), count in counts.items():
-        keys = jax.random.split(jax.random.key(0), 2)
-        x = jax.random.normal(keys[0], x_shape)
-        w = jax.random.normal(keys[1], w_shape)
-        native = jax.jit(lambda x, w, s=strides, p=pads: kernels.conv3x3(x, w, s, p))
-        plain = jax.jit(
-            lambda x, w, s=strides, p=pads: lax.conv_general_dilated(
-                x, w, s, p, dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-        )
+    for (kind, x_shape, w_shape, strides, pads), count in counts.items():
+        native, xla, args = _pair(kind, x_shape, w_shape, strides, pads)
         times = {"native": [], "xla": []}
         for _ in range(rounds):
-            for name, fn in (("native", native), ("xla", plain)):
-                run = lambda fn=fn, x=x, w=w: fn(x, w).block_until_ready()  # noqa: E731
+            for name, fn in (("native", native), ("xla", xla)):
+                run = lambda fn=fn, args=args: fn(*args).block_until_ready()  # noqa: E731
                 times[name].append(median(time_calls(run, repeats=repeats)) * 1e3)
         rows.append(
             {
+                "kind": kind,
                 "x_shape": list(x_shape),
                 "w_shape": list(w_shape),
                 "strides": list(strides),
@@ -92,6 +106,7 @@ def main() -> int:
         (b, h, w, ci), co = r["x_shape"], r["w_shape"][3]
         table.append(
             [
+                r["kind"].replace("_", " "),
                 f"{b}x{h}x{w}, {ci} -> {co}",
                 str(r["strides"][0]),
                 str(r["calls_per_step"]),
@@ -103,9 +118,10 @@ def main() -> int:
     total_xla = sum(r["xla_ms"] * r["calls_per_step"] for r in rows)
     total_native = sum(r["native_ms"] * r["calls_per_step"] for r in rows)
     table.append(
-        ["**per step**", "", str(len(calls)), f"{total_xla:.2f}", f"{total_native:.2f}", ""]
+        ["**per step**", "", "", str(len(calls)), f"{total_xla:.2f}", f"{total_native:.2f}", ""]
     )
     header = [
+        "call",
         "input (B x H x W, C -> Co)",
         "stride",
         "calls/step",
@@ -115,12 +131,13 @@ def main() -> int:
     ]
     devices = jax.device_count()
     lines = [
-        "# Native 3x3 convolution vs XLA's, per layer",
+        "# Native 3x3 convolution kernels vs XLA's, per layer",
         "",
         f"`{args.formulation}` train step, {' '.join(overrides)}, {devices} CPU device(s): the "
-        "convolutions the compiled step sends to `posejax.kernels.conv3x3` (forward passes and "
-        "stride-1 input gradients, per device), each timed alone as the native call and as "
-        f"`lax.conv_general_dilated`; median of {args.rounds} alternating rounds of "
+        "calls the compiled step makes to `posejax.kernels` (forward passes and stride-1 input "
+        "gradients, per device; weight gradients when the batch is not split), each timed alone "
+        "as the native call and as XLA's (`lax.conv_general_dilated`, or its weight gradient "
+        f"through `jax.vjp`); median of {args.rounds} alternating rounds of "
         f"{args.repeats} calls.",
         "",
         *markdown_table(header, table),

@@ -1,15 +1,17 @@
 """2D convolution with a faster forward pass and backward on CPU.
 
-Two CPU paths, each measured slower in XLA:CPU's own lowering:
+Three CPU paths, each taken because XLA:CPU's own lowering measured slower:
 
-* **3x3 stride-1 SAME float32 convolutions with a multiple of 16 output channels** (the
-  backbone's and heads' thin layers) run forward on the native kernel
-  :func:`posejax.kernels.conv3x3` (an XLA FFI call; 1.95 -> 1.08 ms for 16 images of 48x36x16
-  -> 16 on one core), and so do their input gradients when the input channels are a multiple of
-  16 too (the input gradient of a stride-1 SAME 3x3 convolution is the same convolution of the
-  output gradient with the kernel flipped in space and transposed in channels). Without the
-  kernel (not built, another CPU, ``POSEJAX_NATIVE_KERNELS=0``) these are ``lax``'s.
-* **The weight gradient.** XLA:CPU transposes the layer input from ``(B, H, W, C)`` to
+* **Native 3x3 convolutions.** 3x3 float32 convolutions with stride 1 or 2, paddings 0..2 and
+  a multiple of 16 output channels (every 3x3 layer of the backbone and heads but the bf16
+  ones) run forward on :func:`posejax.kernels.conv3x3`, an XLA FFI call (1.95 -> 1.08 ms for
+  16 images of 48x36x16 -> 16 on one core). Their input gradient, at stride 1 with SAME
+  padding and a multiple of 16 input channels, is the same kernel: the input gradient of such
+  a convolution is the convolution of the output gradient with the kernel flipped in space and
+  transposed in channels. Their weight gradient is :func:`posejax.kernels.conv3x3_weight_grad`
+  (one device only: see below).
+* **The weight gradient of the others** (1x1 laterals, heads' outputs; every layer when the
+  kernels are missing). XLA:CPU transposes the layer input from ``(B, H, W, C)`` to
   ``(C, H, W, B)`` (the input's channels become the batch of a convolution that contracts over
   the batch). It fuses the elementwise work that produced the input (the previous GroupNorm,
   bias or ReLU) into that transpose, and such a fused transpose is emitted as a plain loop:
@@ -21,11 +23,13 @@ Two CPU paths, each measured slower in XLA:CPU's own lowering:
   1 and adding exact zeros returns every normal float bit for bit; subnormals are flushed to
   zero, as in every XLA:CPU matmul), then runs the weight gradient as an ordinary convolution
   on the transposed input, which XLA takes as it is.
+* **The batch split over several devices** (:func:`batch_split_over_devices`): the native
+  forward and input-gradient calls run per device (``shard_map`` over the batch) and the weight
+  gradients are XLA's, which the step sums over the devices in one all-reduce.
 
-On other backends (GPU, TPU) everything is ``lax``'s (``lax.platform_dependent``). When the batch
-is split over several devices (:func:`batch_split_over_devices`) the native kernel runs per
-device (``shard_map`` over the batch) and the weight gradient is XLA's.
-``tests/models/test_conv.py`` checks values and both gradients against ``lax``.
+Without the kernels (not built, another CPU, ``POSEJAX_NATIVE_KERNELS=0``) the first path is
+``lax``'s; on other backends (GPU, TPU) everything is (``lax.platform_dependent``).
+``tests/models/test_conv.py`` checks values and both gradients against ``lax`` on every path.
 
 Used through :class:`Conv`, an ``nnx.Conv`` with the same parameters.
 """
@@ -149,15 +153,26 @@ def _conv(strides: tuple, padding):
             return _native(dy, flipped, (1, 1), same) if native_dx else vjp(dy)[0]
 
         if _BATCH_SPLIT.get() is not None:
+            # XLA's, computed per device and summed in the step's one gradient all-reduce. The
+            # native kernel per device needs a sum over the devices per layer, and those
+            # all-reduces cost more than the kernel saves (2-device heatmap step: 441-454
+            # against 486-503 images/s, 3 alternating pairs).
 
-            def on_cpu(x, w, dy):
-                return input_grad_cpu(x, w, dy), vjp(dy)[1]
+            def weight_grad_cpu(x, w, dy):
+                return vjp(dy)[1]
+
+        elif _takes_native(x.shape, w.shape, x.dtype, strides, pads):
+
+            def weight_grad_cpu(x, w, dy):
+                return kernels.conv3x3_weight_grad(x, dy, strides, pads)
 
         else:
 
-            def on_cpu(x, w, dy):
-                dw = _weight_grad_cpu(x, dy, w.shape[:2], strides, pads).astype(w.dtype)
-                return input_grad_cpu(x, w, dy), dw
+            def weight_grad_cpu(x, w, dy):
+                return _weight_grad_cpu(x, dy, w.shape[:2], strides, pads).astype(w.dtype)
+
+        def on_cpu(x, w, dy):
+            return input_grad_cpu(x, w, dy), weight_grad_cpu(x, w, dy)
 
         return lax.platform_dependent(x, w, dy, cpu=on_cpu, default=lambda x, w, dy: vjp(dy))
 

@@ -1,5 +1,5 @@
-"""posejax.kernels.conv3x3: the native 3x3 convolution agrees with lax, is used where it applies,
-and its FLOPs are counted as XLA counts a convolution's."""
+"""posejax.kernels: the native 3x3 convolution and its weight gradient agree with lax, are used
+where they apply, and their FLOPs are counted as XLA counts a convolution's."""
 
 from __future__ import annotations
 
@@ -68,6 +68,42 @@ def test_values_match_lax(b, h, w_, ci, co, stride, pads):
     assert ours.shape == theirs.shape
     # Sums of up to 9 * 112 unit-variance products: float32 rounding only.
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("b, h, w_, ci, co, stride, pads", CASES)
+def test_weight_gradient_matches_lax(b, h, w_, ci, co, stride, pads):
+    keys = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(keys[0], (b, h, w_, ci))
+    w = jax.random.normal(keys[1], (3, 3, ci, co))
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=NHWC)
+
+    y, vjp = jax.vjp(conv, x, w)
+    dy = jax.random.normal(keys[2], y.shape)
+    ours = jax.jit(lambda x, dy: kernels.conv3x3_weight_grad(x, dy, (stride, stride), pads))
+    theirs = vjp(dy)[1]
+    # Sums over up to 4 * 96 * 72 / 4 unit-variance products, in another order than XLA's.
+    scale = float(jnp.abs(theirs).max())
+    np.testing.assert_allclose(ours(x, dy), theirs, rtol=1e-5, atol=1e-5 * scale)
+
+
+@needs_kernel
+def test_weight_gradient_sums_every_image_once():
+    """With more images than pool threads, the per-chunk partial sums add up to the sum of
+    the per-image gradients."""
+    x = jax.random.normal(jax.random.key(4), (7, 6, 5, 16))
+    dy = jax.random.normal(jax.random.key(5), (7, 6, 5, 32))
+    grad = jax.jit(kernels.conv3x3_weight_grad)
+    per_image = sum(grad(x[i : i + 1], dy[i : i + 1]) for i in range(7))
+    np.testing.assert_allclose(grad(x, dy), per_image, rtol=1e-5, atol=1e-4)
+
+
+def test_weight_gradient_refuses_an_output_gradient_of_another_shape():
+    x, dy = jnp.zeros((2, 8, 8, 16)), jnp.zeros((2, 4, 4, 16))
+    with pytest.raises(ValueError, match=r"dy \[2, 4, 4, 16\] is not the output shape \[2, 8, 8"):
+        kernels.conv3x3_weight_grad(x, dy)
 
 
 @needs_kernel
@@ -193,6 +229,7 @@ def test_calls_are_read_back_from_the_compiled_program(b, h, w_, ci, co, stride,
     x, w = jnp.ones((b, h, w_, ci)), jnp.ones((3, 3, ci, co))
     fn = jax.jit(lambda x, w: kernels.conv3x3(x, w, (stride, stride), pads) * 2)
     (call,) = kernels.conv3x3_calls(fn.lower(x, w).compile().as_text())
+    assert call["kind"] == "forward"
     assert call["x_shape"] == x.shape and call["w_shape"] == w.shape
     assert call["strides"] == (stride, stride) and call["pads"][0][0] == pads[0][0]
     out = lax.conv_general_dilated(x, w, call["strides"], call["pads"], dimension_numbers=NHWC)
