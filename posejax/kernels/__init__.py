@@ -4,8 +4,9 @@ Two kernels of one 3x3 float32 convolution (stride 1 or 2) for x86-64 CPUs with 
 (``conv3x3_cpu.cc``): the forward pass :func:`conv3x3` and the weight gradient
 :func:`conv3x3_weight_grad`. XLA:CPU's own (Eigen) convolution is slow for the thin layers of
 the CPU-sized backbone, and its weight gradient first transposes the input so that the batch is
-minor; per layer (``benchmarks/bench_conv.py``, 16 images on one core): 48x36, 16 -> 16
-channels, forward 1.95 ms in XLA, 1.08 ms here (PyTorch's oneDNN: 1.09 ms).
+minor. For 16 images of 48x36, 16 -> 16 channels, the forward pass took 1.95 ms in XLA and
+1.08 ms here on one core (PyTorch's oneDNN: 1.09 ms; jitted calls, medians of 30, 2026-12-03);
+``benchmarks/bench_conv.py`` times every call of a train step both ways.
 
 The shared library is built by ``python -m posejax.kernels.build`` (``make setup`` runs it).
 Where it is missing (not built, not x86-64, no AVX-512F, no C++ compiler at setup) or
@@ -95,12 +96,13 @@ def conv3x3(x: jax.Array, w: jax.Array, strides=(1, 1), pads=((1, 1), (1, 1))) -
     """3x3 convolution of NHWC ``x (B, H, W, C)`` with HWIO ``w (3, 3, C, Co)``: float32,
     ``Co % 16 == 0``, ``strides`` (1, 1) or (2, 2), ``pads`` ((top, bottom), (left, right)) each
     0..2 (``lax.conv_general_dilated``'s explicit padding); ``(B, Ho, Wo, Co)``. CPU only, no
-    gradient of its own (the caller, ``posejax.models.conv``, defines it)."""
+    gradient of its own (the caller, ``posejax.models.conv``, defines it); under ``jax.vmap``
+    one call per mapped element."""
     attrs = _check("conv3x3", x, w.shape, w.dtype, strides, pads)
     out = jax.ShapeDtypeStruct(
         (x.shape[0], *_output_hw(x.shape, strides, pads), w.shape[3]), x.dtype
     )
-    return jax.ffi.ffi_call(TARGET, out)(x, w, **attrs)
+    return jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")(x, w, **attrs)
 
 
 def conv3x3_weight_grad(x: jax.Array, dy: jax.Array, strides=(1, 1), pads=((1, 1), (1, 1))):
@@ -116,7 +118,7 @@ def conv3x3_weight_grad(x: jax.Array, dy: jax.Array, strides=(1, 1), pads=((1, 1
             f"of x {list(x.shape)} with strides {tuple(strides)} and pads {pads}"
         )
     out = jax.ShapeDtypeStruct(w_shape, x.dtype)
-    return jax.ffi.ffi_call(WGRAD_TARGET, out)(x, dy, **attrs)
+    return jax.ffi.ffi_call(WGRAD_TARGET, out, vmap_method="sequential")(x, dy, **attrs)
 
 
 _SHAPE = r"f32\[([\d,]+)\]\S*"

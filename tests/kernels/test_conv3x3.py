@@ -107,6 +107,18 @@ def test_weight_gradient_refuses_an_output_gradient_of_another_shape():
 
 
 @needs_kernel
+def test_under_vmap_each_element_is_its_own_call():
+    x = jax.random.normal(jax.random.key(6), (3, 2, 6, 5, 16))
+    w = jax.random.normal(jax.random.key(7), (3, 3, 3, 16, 16))
+    mapped = jax.jit(jax.vmap(kernels.conv3x3))(x, w)
+    for i in range(3):
+        np.testing.assert_allclose(mapped[i], kernels.conv3x3(x[i], w[i]), rtol=1e-6)
+    dy = jnp.ones_like(mapped)
+    grads = jax.vmap(kernels.conv3x3_weight_grad)(x, dy)
+    np.testing.assert_allclose(grads[1], kernels.conv3x3_weight_grad(x[1], dy[1]), rtol=1e-6)
+
+
+@needs_kernel
 def test_images_split_over_threads_each_land_in_their_place():
     """A batch larger than the thread pool: every image's output is its own (no image is
     computed twice or skipped by the claiming of chunks)."""
