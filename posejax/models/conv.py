@@ -144,13 +144,15 @@ def _conv(strides: tuple, padding):
         pads = _pads(padding, x.shape[1:3], w.shape[:2], strides)
         # The input gradient of a stride-1 SAME 3x3 convolution: the same convolution of dy with
         # the kernel flipped in space and its channels swapped (needs Ci % 16 == 0).
-        flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
         same = ((1, 1), (1, 1))
+        flipped_shape = (*w.shape[:2], w.shape[3], w.shape[2])
         native_dx = tuple(strides) == (1, 1) and tuple(pads) == same
-        native_dx = native_dx and _takes_native(dy.shape, flipped.shape, dy.dtype, strides, same)
+        native_dx = native_dx and _takes_native(dy.shape, flipped_shape, dy.dtype, strides, same)
 
         def input_grad_cpu(x, w, dy):
-            return _native(dy, flipped, (1, 1), same) if native_dx else vjp(dy)[0]
+            if not native_dx:
+                return vjp(dy)[0]
+            return _native(dy, jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)), (1, 1), same)
 
         if _BATCH_SPLIT.get() is not None:
             # XLA's, computed per device and summed in the step's one gradient all-reduce. The
